@@ -1,0 +1,145 @@
+"""Modality-aware Mutual Learning network (MAML)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers.factories import Act, Conv, Norm
+from torch import nn
+
+from medguide.networks.unet import UNet
+
+__all__ = ["MAMLNet", "ModalityAwareFusion"]
+
+
+class ModalityAwareFusion(nn.Module):
+    """Modality-aware (MA) attention fusion of MAML.
+
+    ``F_dual = Conv3(concat(F_1..F_M))``; for each modality ``A_m = sigmoid(Conv3(LReLU(IN(Conv3(concat(F_m,
+    F_dual))))))``; ``F_att = sum_m A_m * F_m``; fused logits ``= Conv1x1(F_att)`` (no bias).
+
+    Missing modalities (ours; the official code has none): ``F_dual`` is the same convolution restricted to the
+    input channels of the present modalities and ``F_att`` sums over the present ones; both are scaled by
+    ``M / k`` for ``k`` of ``M`` present, as inverted dropout does, so that their magnitude does not depend on
+    how many modalities a case has. With every modality present this is exactly the official module.
+
+    Args:
+        spatial_dims: 2 or 3.
+        num_modalities: M.
+        channels: channels of each modality's feature (16 in the paper).
+        out_channels: number of classes.
+    """
+
+    def __init__(self, spatial_dims: int, num_modalities: int, channels: int, out_channels: int) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.num_modalities = num_modalities
+        self.dual = conv(num_modalities * channels, channels, kernel_size=3, padding=1, bias=True)
+        self.gates = nn.ModuleList(
+            nn.Sequential(
+                conv(2 * channels, channels, kernel_size=3, padding=1),
+                Norm[Norm.INSTANCE, spatial_dims](channels, affine=True),
+                Act[Act.LEAKYRELU](negative_slope=0.01, inplace=True),
+                conv(channels, channels, kernel_size=3, padding=1),
+                nn.Sigmoid(),
+            )
+            for _ in range(num_modalities)
+        )
+        self.head = conv(channels, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, features: Sequence[torch.Tensor], present: Sequence[int]) -> torch.Tensor:
+        """Fused logits from the full-resolution features of the modalities with indices ``present``."""
+        scale = self.num_modalities / len(present)
+        channels = self.dual.out_channels
+        weight = self.dual.weight.view(channels, self.num_modalities, channels, *self.dual.kernel_size)
+        weight = weight[:, list(present)].flatten(1, 2) * scale
+        conv = F.conv3d if weight.dim() == 5 else F.conv2d
+        dual = conv(torch.cat(list(features), 1), weight, self.dual.bias, padding=1)
+        attended = sum(self.gates[m](torch.cat([f, dual], 1)) * f for m, f in zip(present, features))
+        return self.head(attended * scale)
+
+
+class MAMLNet(nn.Module):
+    """Modality-aware Mutual Learning for multi-modal segmentation.
+
+    Zhang et al., "Modality-aware Mutual Learning for Multi-modal Medical Image Segmentation", MICCAI 2021,
+    https://arxiv.org/abs/2107.09842. One independent U-Net per modality (no weight sharing, one input channel
+    each), fused at the last full-resolution decoder feature by :class:`ModalityAwareFusion`.
+
+    Any non-empty subset of the modalities can be given: ``forward(x, modalities)`` takes ``x`` with one channel
+    per present modality, in the order of ``modalities``; the branches of absent modalities are not run, so the
+    cost grows with the number present.
+
+    In training mode the forward returns a dict ``{"fused": logits, "branches": [[logits per level, full
+    resolution first] per present modality]}`` for :class:`medguide.losses.MAMLLoss`; in eval mode it returns the
+    fused logits only, so MONAI's inferers wrap it unchanged.
+
+    3D tensors run in channels-last memory format, which CPU (oneDNN) and CUDA (cuDNN) convolutions run faster
+    at the same result; outputs are returned contiguous.
+
+    Args:
+        modalities: names of the modalities in their canonical order, e.g. ``("t1", "t1ce", "t2", "flair")``.
+        out_channels: number of classes, background included.
+        spatial_dims: 2 or 3.
+        base_width: width of each branch's full-resolution stage (16 in the paper).
+        num_stages: resolution levels per branch (6 for the official 128^3 patches).
+        max_width: cap on the branch widths (320).
+        channels_last: run 3D convolutions in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        out_channels: int,
+        spatial_dims: int = 3,
+        base_width: int = 16,
+        num_stages: int = 5,
+        max_width: int = 320,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(modalities) == 0 or len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities must be distinct and non-empty, got {list(modalities)}.")
+        self.modalities = tuple(modalities)
+        self.spatial_dims = spatial_dims
+        self.channels_last = channels_last and spatial_dims == 3
+        self.branches = nn.ModuleList(
+            UNet(spatial_dims, 1, out_channels, base_width, num_stages, max_width) for _ in self.modalities
+        )
+        self.fusion = ModalityAwareFusion(spatial_dims, len(self.modalities), base_width, out_channels)
+
+    def indices(self, modalities: Sequence[str] | None) -> list[int]:
+        """Indices of ``modalities`` among the network's, checked; ``None`` means all of them."""
+        if modalities is None:
+            return list(range(len(self.modalities)))
+        if isinstance(modalities, str):
+            modalities = [modalities]
+        unknown = [m for m in modalities if m not in self.modalities]
+        if unknown or not modalities or len(set(modalities)) != len(modalities):
+            raise ValueError(
+                f"modalities must be a non-empty subset of {list(self.modalities)} without repeats, "
+                f"got {list(modalities)}."
+            )
+        return [self.modalities.index(m) for m in modalities]
+
+    def forward(
+        self, x: torch.Tensor, modalities: Sequence[str] | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor | list[list[torch.Tensor]]]:
+        present = self.indices(modalities)
+        if x.shape[1] != len(present):
+            raise ValueError(
+                f"input has {x.shape[1]} channels but {len(present)} modalities are named "
+                f"({[self.modalities[i] for i in present]}); give one channel per present modality."
+            )
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        decoded = [self.branches[m].decode(x[:, c : c + 1]) for c, m in enumerate(present)]
+        fused = self.fusion([levels[0] for levels in decoded], present).contiguous()
+        if not self.training:
+            return fused
+        branches = [
+            [logit.contiguous() for logit in self.branches[m].logits(levels)] for m, levels in zip(present, decoded)
+        ]
+        return {"fused": fused, "branches": branches}
