@@ -1,0 +1,148 @@
+"""Datalists for BraTS brain-tumour MRI in the challenge's own folder layout.
+
+One folder per case (or, as in some tutorials, all files directly in ``dataset_dir``). Three namings are read:
+
+- ``"2021"`` (BraTS 2018-2021): ``<case>_t1/_t1ce/_t2/_flair/_seg.nii.gz``; labels 0, 1 NCR, 2 ED, 4 ET.
+- ``"2023"``: ``<case>-t1n/-t1c/-t2w/-t2f/-seg.nii.gz``; labels 0, 1 NCR, 2 ED, 3 ET.
+- ``"2015"``: anything else whose name holds a common modality token, matched case-insensitively on the tokens
+  of the file name split at ``_``, ``-``, ``.`` (the last matching token wins): ``t1``/``t1n``/``t1w`` -> t1,
+  ``t1ce``/``t1c``/``t1gd`` -> t1ce, ``t2``/``t2w`` -> t2, ``flair``/``t2f`` -> flair, ``seg``/``label``/
+  ``otmulticlass`` -> label. This reads the BRATS 2013-2015 cases as DeepMedic ships them
+  (``Flair_subtrMeanDivStd.nii.gz``, ``T1c_subtrMeanDivStd.nii.gz``, ``OTMultiClass.nii.gz``); their labels are
+  0, 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from medguide.data.errors import InvalidCaseError
+
+__all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_values"]
+
+BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+# Official suffix per naming, then the looser tokens accepted from other releases.
+_SUFFIXES = {
+    "2021": {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair", "label": "_seg"},
+    "2023": {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "label": "-seg"},
+}
+_TOKENS = {
+    "t1": "t1",
+    "t1n": "t1",
+    "t1w": "t1",
+    "t1ce": "t1ce",
+    "t1c": "t1ce",
+    "t1gd": "t1ce",
+    "t2": "t2",
+    "t2w": "t2",
+    "flair": "flair",
+    "t2f": "flair",
+    "seg": "label",
+    "label": "label",
+    "otmulticlass": "label",
+}
+_LABEL_VALUES = {"2021": (0, 1, 2, 4), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 3, 4)}
+_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def brats_label_values(naming: str) -> tuple[int, ...]:
+    """The label set of a BraTS release: (0, 1, 2, 4) for ``"2021"``, (0, 1, 2, 3) for ``"2023"``.
+
+    Args:
+        naming: ``"2021"``, ``"2023"`` or ``"2015"`` (0..4, 3 being non-enhancing tumour), as
+            :func:`brats_datalist` reports it per item.
+    """
+    if naming not in _LABEL_VALUES:
+        raise ValueError(f"unknown BraTS naming {naming!r}; expected one of {sorted(_LABEL_VALUES)}")
+    return _LABEL_VALUES[naming]
+
+
+def _classify(path: Path) -> tuple[str, str, str] | None:
+    """(role, prefix, naming) of a NIfTI file, role being a modality or ``"label"``; ``None`` if it is neither."""
+    stem = _NIFTI.sub("", path.name)
+    for naming, suffixes in _SUFFIXES.items():
+        for role, suffix in suffixes.items():
+            if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+                return role, stem[: -len(suffix)], naming
+    for token in reversed(re.split(r"[_\-.]", stem.lower())):
+        if token in _TOKENS:
+            return _TOKENS[token], stem, "2015"
+    return None
+
+
+def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, str]]]]:
+    """(case, folder, {role: (file, naming)}) for every case folder, and for files lying in ``dataset_dir``."""
+    found: dict[tuple[str, Path], dict[str, tuple[Path, str]]] = {}
+    for folder in [dataset_dir, *sorted(p for p in dataset_dir.iterdir() if p.is_dir())]:
+        for file in sorted(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name)):
+            classified = _classify(file)
+            if classified is None:
+                continue
+            role, prefix, naming = classified
+            # A case folder names the case; loose files in dataset_dir are grouped by their prefix.
+            case = folder.name if folder != dataset_dir else prefix
+            roles = found.setdefault((case, folder), {})
+            if role in roles:
+                raise InvalidCaseError(case, file, f"a second {role} file besides {roles[role][0].name!r}")
+            roles[role] = (file, naming)
+    return [(case, folder, roles) for (case, folder), roles in found.items()]
+
+
+def brats_datalist(
+    dataset_dir: str | Path,
+    modalities: Sequence[str] = BRATS_MODALITIES,
+    require_label: bool = True,
+    require_all: bool = True,
+) -> list[dict]:
+    """Scan a BraTS folder into datalist items for :class:`medguide.transforms.LoadCased`.
+
+    Items are ``{"case", "image": [files in the order of modalities], "modalities": [present names],
+    "label": seg file (if present), "naming": "2021" | "2023" | "2015"}``.
+
+    Args:
+        dataset_dir: folder holding one folder per case (or the case files themselves).
+        modalities: the sequences to read, by medguide's names ``t1, t1ce, t2, flair`` (2023 and other aliases
+            such as ``t1c`` or ``t2f`` are accepted too).
+        require_label: a case without a segmentation is an error (training); false for inference.
+        require_all: every modality must be present; false keeps cases with a non-empty subset
+            (e.g. BRATS 2015 FLAIR + T1c only).
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` is missing or holds no BraTS case.
+        InvalidCaseError: a case lacks a required file (named as its naming would spell it).
+    """
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"BraTS folder not found: {dataset_dir}")
+    wanted = [_TOKENS.get(m.lower(), m.lower()) for m in modalities]
+    unknown = sorted(set(wanted) - set(BRATS_MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown BraTS modalities {unknown}; expected some of {BRATS_MODALITIES}")
+    items = []
+    for case, folder, roles in _groups(dataset_dir):
+        naming = next(iter(roles.values()))[1]
+        suffixes = _SUFFIXES.get(naming, _SUFFIXES["2021"])
+        present = [m for m in wanted if m in roles]
+        absent = [m for m in wanted if m not in roles]
+        if require_label and "label" not in roles:
+            absent.insert(0, "label")
+        elif present and not require_all:
+            absent = []
+        if absent:
+            expected = folder / f"{case}{suffixes[absent[0]]}.nii.gz"
+            raise InvalidCaseError(case, expected, f"missing {absent[0]} file (found {sorted(roles)})")
+        item = {
+            "case": case,
+            "image": [str(roles[m][0]) for m in present],
+            "modalities": present,
+            "naming": naming,
+        }
+        if "label" in roles:
+            item["label"] = str(roles["label"][0])
+        items.append(item)
+    if not items:
+        raise FileNotFoundError(f"no BraTS case found in {dataset_dir} (expected e.g. <case>/<case>_flair.nii.gz)")
+    return items

@@ -1,0 +1,19 @@
+"""MONAI engines, inferers and batch preparation of the medguide methods."""
+
+from medguide.engines.inferers import MirroredInferer
+from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
+from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
+from medguide.engines.workflows import Evaluator, Trainer
+
+__all__ = [
+    "PRECISIONS",
+    "AutocastCall",
+    "Evaluator",
+    "MirroredInferer",
+    "ModalityBatch",
+    "SubsetEvaluator",
+    "Trainer",
+    "autocast",
+    "batch_modalities",
+    "resolve_precision",
+]

@@ -1,0 +1,151 @@
+"""Engine parts of MAML: batches that name their modalities, modality dropout, the missing-modality evaluator."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import torch
+from ignite.engine import Events
+from monai.data import decollate_batch
+from monai.engines.utils import PrepareBatch
+from monai.transforms import Compose
+from monai.utils import CommonKeys as Keys
+
+from medguide.engines.workflows import Evaluator
+from medguide.metrics.subsets import SubsetTable, nonempty_subsets
+
+__all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities"]
+
+logger = logging.getLogger("medguide.engines")
+
+
+def batch_modalities(value: Sequence) -> list[str]:
+    """The modality names of a collated batch, which must be the same for every sample.
+
+    PyTorch's collation turns each sample's list of names into one tuple per position; a batch of one that was
+    never collated keeps its plain list.
+    """
+    if isinstance(value, str):
+        return [value]
+    names = []
+    for entry in value:
+        if isinstance(entry, str):
+            names.append(entry)
+            continue
+        if len(set(entry)) != 1:
+            raise ValueError(f"samples of one batch have different modalities: {list(value)}; use batch size 1.")
+        names.append(entry[0])
+    return names
+
+
+class ModalityBatch(PrepareBatch):
+    """``prepare_batch`` for :class:`medguide.networks.MAMLNet`: passes the batch's modality names to the network.
+
+    Returns ``(image, label, (), {"modalities": names})`` so that MONAI's engines call
+    ``inferer(image, network, modalities=names)``. ``modality_dropout`` trains every subset: with that
+    probability an iteration keeps a random non-empty subset of the modalities (each subset equally likely).
+
+    Args:
+        modality_dropout: probability of training an iteration on a random subset.
+        modalities: evaluate this fixed subset instead of everything a case has.
+        image_key, label_key, modality_key: keys of the batch dict.
+        seed: seed of the subset draws.
+    """
+
+    def __init__(
+        self,
+        modality_dropout: float = 0.0,
+        modalities: Sequence[str] | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        modality_key: str = "modalities",
+        seed: int | None = 0,
+    ) -> None:
+        if not 0.0 <= modality_dropout <= 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1], got {modality_dropout}.")
+        self.modality_dropout = modality_dropout
+        self.modalities = modalities
+        self.image_key, self.label_key, self.modality_key = image_key, label_key, modality_key
+        self.rng = random.Random(seed)
+
+    def select(self, names: list[str]) -> list[int]:
+        """Channels to keep of a batch whose channels are the modalities ``names``."""
+        if self.modalities is not None:
+            missing = [m for m in self.modalities if m not in names]
+            if missing:
+                raise ValueError(f"modalities {missing} were asked for but the case has only {names}.")
+            return [names.index(m) for m in self.modalities]
+        if self.modality_dropout and self.rng.random() < self.modality_dropout:
+            return sorted(self.rng.choice(nonempty_subsets(range(len(names)))))
+        return list(range(len(names)))
+
+    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
+        names = batch_modalities(batchdata[self.modality_key])
+        keep = self.select(names)
+        image = batchdata[self.image_key][:, keep].to(device=device, non_blocking=non_blocking, **kwargs)
+        label = batchdata.get(self.label_key)
+        if isinstance(label, torch.Tensor):
+            label = label.to(device=device, non_blocking=non_blocking, **kwargs)
+        return image, label, (), {"modalities": [names[i] for i in keep]}
+
+
+class SubsetEvaluator(Evaluator):
+    """Evaluator that also scores every non-empty subset of each case's modalities: the missing-modality table.
+
+    The engine's own output, metrics and handlers use all the modalities a case has, as a plain evaluator does.
+    In addition every case is inferred once per subset; ``subset_postprocessing`` turns each prediction and
+    label into one-hot regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region.
+    At the end of the run the table is logged and written as CSV and markdown into ``table_dir``.
+
+    Args:
+        subset_postprocessing: transform on decollated ``{"pred", "label"}`` dicts giving one-hot regions.
+        regions: region names, one per channel after ``subset_postprocessing``.
+        table_dir: folder for ``missing_modality_table.csv`` / ``.md``.
+        hd95: also compute HD95.
+        args, kwargs: as for :class:`medguide.engines.Evaluator`; ``prepare_batch`` should be a
+            :class:`ModalityBatch`.
+    """
+
+    def __init__(
+        self,
+        *args,
+        subset_postprocessing,
+        regions: Sequence[str],
+        table_dir: str,
+        hd95: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(subset_postprocessing, Sequence):
+            subset_postprocessing = Compose(subset_postprocessing)
+        self.subset_postprocessing = subset_postprocessing
+        self.table = SubsetTable(regions, hd95=hd95)
+        self.table_dir = table_dir
+        self.add_event_handler(Events.EPOCH_STARTED, lambda engine: engine.table.reset())
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._save_table)
+
+    def _iteration(self, engine: SubsetEvaluator, batchdata: dict) -> dict:
+        output = super()._iteration(engine, batchdata)
+        names = batch_modalities(batchdata["modalities"])
+        image = batchdata["image"].to(engine.state.device)
+        label = batchdata["label"]
+        with engine.mode(engine.network), torch.no_grad(), engine.precision_context():
+            for subset in nonempty_subsets(names):
+                keep = [names.index(m) for m in subset]
+                pred = engine.inferer(image[:, keep], engine.network, modalities=list(subset))
+                items = [
+                    engine.subset_postprocessing({Keys.PRED: p, Keys.LABEL: y})
+                    for p, y in zip(decollate_batch(pred.float()), decollate_batch(label))
+                ]
+                engine.table.update(
+                    subset,
+                    torch.stack([i[Keys.PRED] for i in items]).cpu(),
+                    torch.stack([i[Keys.LABEL] for i in items]).cpu(),
+                )
+        return output
+
+    def _save_table(self, engine: SubsetEvaluator) -> None:
+        csv_path, md_path = engine.table.save(engine.table_dir)
+        logger.info("missing-modality table (%s, %s):\n%s", csv_path, md_path, engine.table.to_markdown())
