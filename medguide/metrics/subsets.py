@@ -40,6 +40,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 class SubsetTable:
     """Accumulates Dice and HD95 per region for each modality subset; renders CSV and markdown.
 
+    Each value is the mean over the cases where it is defined: HD95 of a case whose prediction (or label) of a
+    region is empty is left out, and a column with no defined value reads ``n/a``.
+
     Args:
         regions: region names, one per channel of the one-hot predictions and labels it is given.
         hd95: also compute the 95th-percentile Hausdorff distance (in voxels of the evaluated grid).
@@ -54,10 +57,10 @@ class SubsetTable:
         """Add a batch of one-hot predictions and labels ([B, regions, ...]) for ``subset``."""
         subset = tuple(subset)
         if subset not in self.metrics:
-            self.metrics[subset] = {"Dice": DiceMetric(include_background=True, reduction="mean_batch")}
+            self.metrics[subset] = {"Dice": DiceMetric(include_background=True, reduction="none")}
             if self.hd95:
                 self.metrics[subset]["HD95"] = HausdorffDistanceMetric(
-                    include_background=True, percentile=95, reduction="mean_batch"
+                    include_background=True, percentile=95, reduction="none"
                 )
         for metric in self.metrics[subset].values():
             metric(y_pred=y_pred, y=y)
@@ -68,8 +71,11 @@ class SubsetTable:
         for subset, metrics in self.metrics.items():
             row: dict[str, object] = {"modalities": "+".join(subset), "n": None}
             for name, metric in metrics.items():
-                values = metric.aggregate()
-                row["n"] = len(metric.get_buffer())
+                per_case = metric.get_buffer().float()
+                row["n"] = len(per_case)
+                # an empty prediction has no surface: MONAI gives nan/inf there, and its reduction then reports 0
+                finite = torch.isfinite(per_case)
+                values = torch.where(finite, per_case, 0).sum(0) / finite.sum(0)
                 for region, value in zip(self.regions, values.tolist()):
                     row[f"{name} {region}"] = value
             row["Dice mean"] = sum(row[f"Dice {r}"] for r in self.regions) / len(self.regions)

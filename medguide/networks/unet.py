@@ -8,9 +8,12 @@ import torch
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
-__all__ = ["UNet", "unet_widths"]
+from medguide.networks.branches import run_basic_blocks, run_up_blocks
+from medguide.networks.norms import INSTANCE_NORM
 
-NORM = ("instance", {"affine": True})
+__all__ = ["UNet", "decode_branches", "unet_widths"]
+
+NORM = (INSTANCE_NORM, {"affine": True})
 ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
 
 
@@ -92,15 +95,7 @@ class UNet(nn.Module):
 
     def decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder features at every level, full resolution first."""
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        features = []
-        for up, skip in zip(self.decoder, reversed(skips[:-1])):
-            x = up(x, skip)
-            features.append(x)
-        return features[::-1]
+        return decode_branches([self], [x])[0]
 
     def logits(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Logits at every decoder level, full resolution first, from :meth:`decode`'s features."""
@@ -110,3 +105,30 @@ class UNet(nn.Module):
         if self.training and self.deep_supervision:
             return self.logits(self.decode(x))
         return self.heads[-1](self.decode(x)[0])
+
+
+def decode_branches(unets: Sequence[UNet], xs: Sequence[torch.Tensor], group: bool = True) -> list[list[torch.Tensor]]:
+    """Decoder features of several U-Nets of one shape, each on its own input, stage by stage.
+
+    With ``group`` the branches' small stages run as one grouped convolution (see
+    :mod:`medguide.networks.branches`); the result is the same as calling each U-Net's :meth:`UNet.decode`.
+
+    Args:
+        unets: the branches, all built with the same arguments.
+        xs: one input per branch.
+        group: allow grouping; ``False`` runs the branches one after another.
+
+    Returns:
+        for each branch, its decoder features at every level, full resolution first.
+    """
+    run_basic = run_basic_blocks if group else lambda blocks, ins: [b(i) for b, i in zip(blocks, ins)]
+    run_up = run_up_blocks if group else lambda blocks, ins, sk: [b(i, s) for b, i, s in zip(blocks, ins, sk)]
+    skips = []
+    for stage in range(len(unets[0].encoder)):
+        xs = run_basic([u.encoder[stage] for u in unets], xs)
+        skips.append(xs)
+    features = []
+    for level, skip in enumerate(reversed(skips[:-1])):
+        xs = run_up([u.decoder[level] for u in unets], xs, skip)
+        features.append(xs)
+    return [list(levels) for levels in zip(*features[::-1])]
