@@ -62,13 +62,18 @@ class MAMLLoss(_Loss):
         )
 
     def forward(self, pred: dict, target: torch.Tensor) -> torch.Tensor:
-        """``pred`` is :class:`medguide.networks.MAMLNet`'s training output, ``target`` the label map [B, 1, ...]."""
+        """``pred`` is :class:`medguide.networks.MAMLNet`'s training output, ``target`` the label map [B, 1, ...].
+
+        A prediction without ``"fused"`` (:class:`medguide.networks.ModalityUNet`) gets its deep supervision only.
+        """
         levels = len(pred["branches"][0])
         weights = nnunet_deep_supervision_weights(levels)
         deep = DeepSupervisionLoss(self.dice_ce, weights=weights)
+        loss = sum(deep(branch, target) for branch in pred["branches"])
+        if "fused" not in pred:  # a single U-Net baseline: its deep supervision alone
+            return loss
         # float(): reduced-precision logits would otherwise make the loss itself reduced precision
-        loss = weights[0] * self.dice_ce(pred["fused"].float(), target)
-        loss = loss + sum(deep(branch, target) for branch in pred["branches"])
+        loss = loss + weights[0] * self.dice_ce(pred["fused"].float(), target)
         if self.mutual_weight:
             loss = loss + self.mutual_weight * self.mutual(pred["fused"], [b[0] for b in pred["branches"]])
         return loss

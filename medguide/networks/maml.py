@@ -91,6 +91,8 @@ class MAMLNet(nn.Module):
         num_stages: resolution levels per branch (6 for the official 128^3 patches).
         max_width: cap on the branch widths (320).
         group_branches: run the branches' small stages as one grouped convolution.
+        fusion: ``"ma"`` (the paper's modality-aware fusion) or ``"mean"`` (the ablation without MA: the fused
+            logits are the mean of the present branches' full-resolution logits).
         channels_last: keep 3D features in channels-last layout. With both ``False`` the branches run one after
             another in the default layout: the plain reference.
     """
@@ -105,6 +107,7 @@ class MAMLNet(nn.Module):
         max_width: int = 320,
         group_branches: bool = True,
         channels_last: bool = True,
+        fusion: str = "ma",
     ) -> None:
         super().__init__()
         if len(modalities) == 0 or len(set(modalities)) != len(modalities):
@@ -116,7 +119,13 @@ class MAMLNet(nn.Module):
         self.branches = nn.ModuleList(
             UNet(spatial_dims, 1, out_channels, base_width, num_stages, max_width) for _ in self.modalities
         )
-        self.fusion = ModalityAwareFusion(spatial_dims, len(self.modalities), base_width, out_channels)
+        if fusion not in ("ma", "mean"):
+            raise ValueError(f"fusion must be 'ma' or 'mean', got {fusion!r}.")
+        self.fusion = (
+            ModalityAwareFusion(spatial_dims, len(self.modalities), base_width, out_channels)
+            if fusion == "ma"
+            else None
+        )
         if self.channels_last:
             # weights in the features' layout let oneDNN skip reordering them at every call
             self.to(memory_format=torch.channels_last_3d)
@@ -148,8 +157,12 @@ class MAMLNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         branches = [self.branches[m] for m in present]
         decoded = decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)
-        fused = self.fusion([levels[0] for levels in decoded], present).contiguous()
-        if not self.training:
-            return fused
-        logits = [[logit.contiguous() for logit in b.logits(levels)] for b, levels in zip(branches, decoded)]
-        return {"fused": fused, "branches": logits}
+        if self.fusion is None:
+            logits = [[logit.contiguous() for logit in b.logits(levels)] for b, levels in zip(branches, decoded)]
+            fused = torch.stack([levels[0] for levels in logits]).mean(0)
+        else:
+            fused = self.fusion([levels[0] for levels in decoded], present).contiguous()
+            if not self.training:
+                return fused
+            logits = [[logit.contiguous() for logit in b.logits(levels)] for b, levels in zip(branches, decoded)]
+        return {"fused": fused, "branches": logits} if self.training else fused
