@@ -62,6 +62,8 @@ class LoadCased(MapTransform):
         for key in self.key_iterator(d):
             if key == image_key:
                 d[key] = image = load_image_stack(d[key], case)
+                # outputs are named by the case (medguide.data.case_name_formatter), not by its first file
+                image.meta["case"] = case
             elif image is None:
                 raise KeyError(f"case {case!r}: label key {key!r} needs the image key {image_key!r} present")
             else:

@@ -1,0 +1,151 @@
+"""The BraTS MAML bundle end to end on tiny synthetic data, its metadata and exports, and real BraTS files."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from medguide.data import make_brats_dataset
+from tests.bundles.helpers import SCHEMA, bundle, config_list, configs, overrides
+
+CONFIGS = configs("maml_brats_mri_segmentation")
+TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
+TRAIN = {**TINY, "iterations_per_epoch": 2, "train#trainer#max_epochs": 2, "val_interval": 1, "batch_size": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A bundle root holding a model trained for a few iterations on 5 synthetic 32^3 cases."""
+    data = make_brats_dataset(tmp_path_factory.mktemp("brats"), num_cases=5, shape=(32, 32, 32), seed=1)
+    root = tmp_path_factory.mktemp("bundle")
+    common = {"bundle_root": str(root), "dataset_dir": str(data)}
+    bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides({**TRAIN, **common}))
+    return root, data, common
+
+
+def test_workflow_properties(tmp_path):
+    for config, kind in (("train.json", "train"), ("inference.json", "infer")):
+        workflow = ConfigWorkflow(
+            config_file=str(CONFIGS / config), workflow_type=kind, bundle_root=str(tmp_path), **TINY
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{config} is missing required properties"
+
+
+def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
+    root, _, _ = trained
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("branches.3.") for k in state) and any(k.startswith("fusion.") for k in state)
+
+
+def test_evaluate_writes_the_missing_modality_table(trained):
+    root, _, common = trained
+    evaluate = config_list(CONFIGS / "train.json", CONFIGS / "evaluate.json")
+    bundle("run", "--config_file", evaluate, *overrides({**TINY, **common}))
+    with open(root / "eval" / "missing_modality_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15  # every non-empty subset of four sequences
+    assert rows[-1]["modalities"] == "t1+t1ce+t2+flair"
+    for row in rows:
+        for region in ("TC", "WT", "ET"):
+            assert 0.0 <= float(row[f"Dice {region}"]) <= 1.0
+    assert (root / "eval" / "missing_modality_table.md").read_text().count("\n") == 17
+
+
+def test_inference_writes_brats_labels_in_the_input_space(trained):
+    root, data, common = trained
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({**TINY, **common}))
+    outputs = sorted((root / "eval").glob("*_seg.nii.gz"))
+    assert len(outputs) == 5
+    for output in outputs:
+        case = output.name[: -len("_seg.nii.gz")]
+        reference = nib.load(data / case / f"{case}_flair.nii.gz")
+        predicted = nib.load(output)
+        assert predicted.shape == reference.shape
+        np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+    assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"MONAI metadata schema not found at {SCHEMA}")
+def test_metadata_is_valid():
+    bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(SCHEMA))
+
+
+def test_network_matches_its_metadata():
+    bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        *overrides({"num_stages": 3, "base_width": 4}),
+    )
+
+
+def test_torchscript_export_gives_the_same_output(trained, tmp_path):
+    root, _, common = trained
+    exported = tmp_path / "model.ts"
+    bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(exported),
+        "--ckpt_file",
+        str(root / "models" / "model.pt"),
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        "--use_trace",
+        "True",
+        "--input_shape",
+        "[1, 4, 32, 32, 32]",
+        *overrides(TINY),
+    )
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer", **TINY, **common)
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    network.eval()
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.jit.load(str(exported), map_location="cpu")(x), network(x), atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize(
+    "folder, present",
+    [("brats2023-gli-4seq-brainles", 4), ("brats2015-deepmedic", 2)],
+    ids=["brats2023-all-four", "brats2015-flair-t1c"],
+)
+def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, present):
+    root, _, common = trained
+    source = sample_data / folder
+    if not source.is_dir():
+        pytest.skip(f"{source} is not in the sample data")
+    out = tmp_path / "out"
+    bundle(
+        "run",
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        *overrides({**TINY, **common, "dataset_dir": str(source), "output_dir": str(out), "patch_size": [64, 64, 64]}),
+    )
+    from medguide.data import brats_datalist
+
+    cases = brats_datalist(source, require_label=False, require_all=False)
+    for case in cases:
+        assert len(case["modalities"]) >= present if present == 4 else len(case["modalities"]) == present
+        reference = nib.load(case["image"][0])
+        output = out / f"{case['case']}_seg.nii.gz"
+        assert output.is_file(), f"no prediction for {case['case']}: {sorted(p.name for p in out.iterdir())}"
+        predicted = nib.load(output)
+        assert predicted.shape == reference.shape
+        np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
