@@ -1,0 +1,122 @@
+"""MAMLNet: every modality subset, 2D and 3D, gradients, the fast path, inferers and the paper's size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from medguide.metrics import nonempty_subsets
+from medguide.networks import MAMLNet, ModalityUNet
+
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+def small(spatial_dims: int = 3, **kwargs) -> MAMLNet:
+    torch.manual_seed(0)
+    return MAMLNet(MODALITIES, 4, spatial_dims=spatial_dims, base_width=4, num_stages=3, **kwargs)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_every_subset_gives_fused_and_deep_supervision_outputs(spatial_dims):
+    net = small(spatial_dims)
+    size = (16,) * spatial_dims
+    for subset in nonempty_subsets(MODALITIES):
+        x = torch.randn(2, len(subset), *size)
+        net.train()
+        out = net(x, subset)
+        assert out["fused"].shape == (2, 4, *size)
+        assert len(out["branches"]) == len(subset)
+        for branch in out["branches"]:
+            assert [level.shape[2:] for level in branch] == [size, (8,) * spatial_dims]
+        net.eval()
+        with torch.no_grad():
+            assert net(x, subset).shape == (2, 4, *size)
+
+
+def test_gradients_reach_every_present_branch_and_no_absent_one():
+    net = small()
+    out = net(torch.randn(1, 2, 16, 16, 16), ["t1", "flair"])
+    (out["fused"].sum() + sum(level.sum() for branch in out["branches"] for level in branch)).backward()
+
+    def touched(index: int) -> bool:
+        return all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.branches[index].parameters())
+
+    assert touched(0) and touched(3)
+    assert all(p.grad is None for i in (1, 2) for p in net.branches[i].parameters())
+    fusion = net.fusion
+    assert all(
+        p.grad is not None for m in (fusion.dual, fusion.head, fusion.gates[0], fusion.gates[3]) for p in m.parameters()
+    )
+    assert all(p.grad is None for i in (1, 2) for p in fusion.gates[i].parameters())
+
+
+def test_fused_output_alone_trains_every_branch():
+    net = small()
+    net(torch.randn(1, 4, 16, 16, 16))["fused"].sum().backward()
+    for branch in net.branches:
+        assert branch.encoder[0].conv1.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_execution_gives_the_plain_result(training):
+    fast = small()
+    plain = MAMLNet(MODALITIES, 4, base_width=4, num_stages=3, group_branches=False, channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    fast.train(training), plain.train(training)
+    x = torch.randn(1, 3, 32, 32, 32)
+    with torch.no_grad():
+        a, b = fast(x, ["t1", "t2", "flair"]), plain(x, ["t1", "t2", "flair"])
+    if training:
+        torch.testing.assert_close(a["fused"], b["fused"], atol=1e-4, rtol=1e-4)
+        for fa, fb in zip(a["branches"], b["branches"]):
+            for la, lb in zip(fa, fb):
+                torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
+    else:
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        assert a.is_contiguous()
+
+
+def test_eval_output_works_in_sliding_window_inference():
+    net = small().eval()
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=2, overlap=0.5, mode="gaussian")
+    with torch.no_grad():
+        out = inferer(torch.randn(1, 2, 24, 20, 28), net, modalities=["t1ce", "flair"])
+    assert out.shape == (1, 4, 24, 20, 28)
+
+
+def test_inputs_that_do_not_fit_are_refused():
+    net = small()
+    with pytest.raises(ValueError, match="one channel per present modality"):
+        net(torch.randn(1, 3, 16, 16, 16), ["t1", "t2"])
+    with pytest.raises(ValueError, match="subset"):
+        net(torch.randn(1, 1, 16, 16, 16), ["dwi"])
+    with pytest.raises(ValueError, match="subset"):
+        net(torch.randn(1, 2, 16, 16, 16), ["t1", "t1"])
+
+
+def test_official_build_has_the_papers_parameter_count():
+    net = MAMLNet(MODALITIES, 4, base_width=16, num_stages=6)
+    per_branch = sum(p.numel() for p in net.branches[0].parameters())
+    total = sum(p.numel() for p in net.parameters())
+    assert round(per_branch / 1e6, 1) == 16.6
+    assert round(total / 1e6, 1) == 66.5
+
+
+def test_mean_fusion_is_the_mean_of_branch_logits():
+    net = small(fusion="mean").eval()
+    x = torch.randn(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        fused = net(x, ["t1", "t2"])
+        single = [net.branches[i].eval()(x[:, c : c + 1]) for c, i in enumerate((0, 2))]
+    torch.testing.assert_close(fused, (single[0] + single[1]) / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_early_fusion_fills_missing_modalities_with_zeros():
+    torch.manual_seed(0)
+    net = ModalityUNet(MODALITIES, 4, base_width=8, num_stages=3).eval()
+    x = torch.randn(1, 2, 16, 16, 16)
+    full = torch.zeros(1, 4, 16, 16, 16)
+    full[:, [1, 3]] = x
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, ["t1ce", "flair"]), net(full))
