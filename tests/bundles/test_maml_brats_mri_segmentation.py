@@ -15,7 +15,7 @@ from tests.bundles.helpers import SCHEMA, bundle, config_list, configs, override
 
 CONFIGS = configs("maml_brats_mri_segmentation")
 TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
-TRAIN = {**TINY, "iterations_per_epoch": 2, "train#trainer#max_epochs": 2, "val_interval": 1, "batch_size": 1}
+TRAIN = {**TINY, "iterations_per_epoch": 2, "max_epochs": 2, "val_interval": 1, "batch_size": 1}
 
 
 @pytest.fixture(scope="module")

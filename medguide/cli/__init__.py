@@ -1,0 +1,1 @@
+"""The ``medguide`` command line."""

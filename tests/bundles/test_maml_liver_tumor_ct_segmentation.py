@@ -1,0 +1,160 @@
+"""The liver MAML bundle end to end on tiny synthetic data, its metadata and exports, and real CT (NIfTI, DICOM)."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from monai.transforms import LoadImage
+
+from medguide.data import decathlon_datalist, make_liver_dataset
+from tests.bundles.helpers import SCHEMA, bundle, config_list, configs, overrides
+
+CONFIGS = configs("maml_liver_tumor_ct_segmentation")
+TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
+TRAIN = {**TINY, "iterations_per_epoch": 2, "max_epochs": 2, "val_interval": 1, "batch_size": 1}
+REAL = "totalseg-ct-mr-organs"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A bundle root holding a model trained for a few iterations on 5 synthetic 32^3 two-phase cases."""
+    data = make_liver_dataset(tmp_path_factory.mktemp("liver"), num_cases=5, shape=(32, 32, 32), seed=1)
+    root = tmp_path_factory.mktemp("bundle")
+    common = {"bundle_root": str(root), "dataset_dir": str(data)}
+    bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides({**TRAIN, **common}))
+    return root, data, common
+
+
+def test_workflow_properties(tmp_path):
+    for config, kind in (("train.json", "train"), ("inference.json", "infer")):
+        workflow = ConfigWorkflow(
+            config_file=str(CONFIGS / config), workflow_type=kind, bundle_root=str(tmp_path), **TINY
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{config} is missing required properties"
+
+
+def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
+    root, _, _ = trained
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("branches.1.") for k in state) and any(k.startswith("fusion.") for k in state)
+    assert not any(k.startswith("branches.2.") for k in state), "one branch per phase: arterial, venous"
+
+
+def test_evaluate_writes_the_missing_phase_table(trained):
+    root, _, common = trained
+    evaluate = config_list(CONFIGS / "train.json", CONFIGS / "evaluate.json")
+    bundle("run", "--config_file", evaluate, *overrides({**TINY, **common}))
+    with open(root / "eval" / "missing_modality_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3  # arterial, venous, both
+    assert rows[-1]["modalities"] == "arterial+venous"
+    for row in rows:
+        for region in ("liver", "tumour"):
+            assert 0.0 <= float(row[f"Dice {region}"]) <= 1.0
+    assert (root / "eval" / "missing_modality_table.md").read_text().count("\n") == 5
+
+
+def test_inference_writes_liver_labels_in_the_input_space(trained):
+    root, data, common = trained
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({**TINY, **common}))
+    cases = decathlon_datalist(data, section="test")
+    assert len(cases) == 2
+    for case in cases:
+        reference = nib.load(case["image"][0])
+        output = root / "eval" / f"{case['case']}_seg.nii.gz"
+        assert output.is_file(), f"no prediction for {case['case']}"
+        predicted = nib.load(output)
+        assert predicted.shape == reference.shape
+        np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
+    assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"MONAI metadata schema not found at {SCHEMA}")
+def test_metadata_is_valid():
+    bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(SCHEMA))
+
+
+def test_network_matches_its_metadata():
+    bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        *overrides({"num_stages": 3, "base_width": 4}),
+    )
+
+
+def test_torchscript_export_gives_the_same_output(trained, tmp_path):
+    root, _, common = trained
+    exported = tmp_path / "model.ts"
+    bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(exported),
+        "--ckpt_file",
+        str(root / "models" / "model.pt"),
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(CONFIGS / "inference.json"),
+        "--use_trace",
+        "True",
+        "--input_shape",
+        "[1, 2, 32, 32, 32]",
+        *overrides(TINY),
+    )
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer", **TINY, **common)
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    network.eval()
+    x = torch.randn(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.jit.load(str(exported), map_location="cpu")(x), network(x), atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize(
+    "source, phase_entry",
+    [("example_ct_sm.nii.gz", "venous.nii.gz"), ("example_ct_dicom", "venous")],
+    ids=["nifti-abdomen", "dicom-jpeg2000-series"],
+)
+def test_inference_on_real_single_phase_ct(trained, sample_data, tmp_path, source, phase_entry):
+    """A real CT read as the venous phase alone, in the per-case folder layout of ``--input_format dicom``."""
+    root, _, common = trained
+    source = sample_data / REAL / source
+    if not source.exists():
+        pytest.skip(f"{source} is not in the sample data")
+    case_dir = tmp_path / "cases" / "real_ct"
+    case_dir.mkdir(parents=True)
+    (case_dir / phase_entry).symlink_to(source, target_is_directory=source.is_dir())
+    out = tmp_path / "out"
+    values = {
+        **TINY,
+        **common,
+        "input_format": "dicom",
+        "dataset_dir": str(tmp_path / "cases"),
+        "output_dir": str(out),
+        # coarser than the 0.8 mm default: a 512^2 slice then takes a few windows, not dozens, on CPU
+        "pixdim": [1.5, 1.5, 2.5],
+        "patch_size": [128, 128, 32],
+    }
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides(values))
+    reference = LoadImage(reader="PydicomReader" if source.is_dir() else None, image_only=True)(source)
+    output = out / "real_ct_seg.nii.gz"
+    assert output.is_file(), f"no prediction: {sorted(p.name for p in out.iterdir())}"
+    predicted = nib.load(output)
+    assert predicted.shape == tuple(reference.shape)
+    np.testing.assert_allclose(predicted.affine, np.asarray(reference.affine), atol=1e-3)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
