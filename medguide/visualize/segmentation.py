@@ -48,7 +48,7 @@ def label_overlay_figure(
     from matplotlib.patches import Patch
 
     panels = len(images) + len(labels)
-    fig, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.9), squeeze=False)
     for ax, image, title in zip(axes[0], images, image_titles):
         ax.imshow(np.rot90(image), cmap="gray")
         ax.set_title(title, fontsize=9)
@@ -60,7 +60,7 @@ def label_overlay_figure(
         ax.axis("off")
     handles = [Patch(color=colors[v], label=name) for v, name in legend.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")

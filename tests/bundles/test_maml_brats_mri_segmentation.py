@@ -149,3 +149,16 @@ def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, p
         predicted = nib.load(output)
         assert predicted.shape == reference.shape
         np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
+
+
+def test_a_bad_case_is_named_and_skip_invalid_trains_past_it(tmp_path):
+    data = make_brats_dataset(tmp_path / "data", num_cases=5, shape=(32, 32, 32), seed=2)
+    broken = data / "BraTS2021_00003" / "BraTS2021_00003_t2.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated download
+    common = {**TRAIN, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "max_epochs": 1}
+    with pytest.raises(AssertionError) as failure:
+        bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides(common))
+    assert "BraTS2021_00003" in str(failure.value) and "BraTS2021_00003_t2.nii.gz" in str(failure.value)
+    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides({**common, "skip_invalid": True}))
+    assert "BraTS2021_00003" in result.stdout + result.stderr  # logged as skipped
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()
