@@ -41,3 +41,50 @@ def bundle(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def config_list(*paths: Path) -> str:
     return "[" + ",".join(f"'{p}'" for p in paths) + "]"
+
+
+def verify_network(configs_dir: Path, small: dict) -> None:
+    """``verify_net_in_out`` of the inference config's ``network_def`` (at a small width, same metadata)."""
+    bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(configs_dir / "metadata.json"),
+        "--config_file",
+        str(configs_dir / "inference.json"),
+        *overrides(small),
+    )
+
+
+def export_matches_network(configs_dir: Path, checkpoint: Path, channels: int, small: dict, exported: Path) -> None:
+    """``ckpt_export`` (traced) of ``checkpoint``; the TorchScript model gives the network's output."""
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    shape = [1, channels, 32, 32, 32]
+    bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(exported),
+        "--ckpt_file",
+        str(checkpoint),
+        "--meta_file",
+        str(configs_dir / "metadata.json"),
+        "--config_file",
+        str(configs_dir / "inference.json"),
+        "--use_trace",
+        "True",
+        "--input_shape",
+        json.dumps(shape),
+        *overrides(small),
+    )
+    workflow = ConfigWorkflow(config_file=str(configs_dir / "inference.json"), workflow_type="infer", **small)
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    network.eval()
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected = network(x)
+        torch.testing.assert_close(torch.jit.load(str(exported), map_location="cpu")(x), expected, atol=1e-4, rtol=1e-4)

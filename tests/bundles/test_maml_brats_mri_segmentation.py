@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +13,16 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from medguide.data import make_brats_dataset
-from tests.bundles.helpers import SCHEMA, bundle, config_list, configs, overrides
+from tests.bundles.helpers import (
+    REPO,
+    SCHEMA,
+    bundle,
+    config_list,
+    configs,
+    export_matches_network,
+    overrides,
+    verify_network,
+)
 
 CONFIGS = configs("maml_brats_mri_segmentation")
 TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
@@ -78,47 +89,12 @@ def test_metadata_is_valid():
 
 
 def test_network_matches_its_metadata():
-    bundle(
-        "verify_net_in_out",
-        "network_def",
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(CONFIGS / "inference.json"),
-        *overrides({"num_stages": 3, "base_width": 4}),
-    )
+    verify_network(CONFIGS, {"num_stages": 3, "base_width": 4})
 
 
 def test_torchscript_export_gives_the_same_output(trained, tmp_path):
-    root, _, common = trained
-    exported = tmp_path / "model.ts"
-    bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(exported),
-        "--ckpt_file",
-        str(root / "models" / "model.pt"),
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(CONFIGS / "inference.json"),
-        "--use_trace",
-        "True",
-        "--input_shape",
-        "[1, 4, 32, 32, 32]",
-        *overrides(TINY),
-    )
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer", **TINY, **common)
-    workflow.initialize()
-    network = workflow.parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    network.eval()
-    x = torch.randn(1, 4, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            torch.jit.load(str(exported), map_location="cpu")(x), network(x), atol=1e-4, rtol=1e-4
-        )
+    root, _, _ = trained
+    export_matches_network(CONFIGS, root / "models" / "model.pt", 4, TINY, tmp_path / "model.ts")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +112,10 @@ def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, p
         "run",
         "--config_file",
         str(CONFIGS / "inference.json"),
-        *overrides({**TINY, **common, "dataset_dir": str(source), "output_dir": str(out), "patch_size": [64, 64, 64]}),
+        # one window over the cropped brain: much faster on a CPU than eight overlapping 128^3 ones
+        *overrides(
+            {**TINY, **common, "dataset_dir": str(source), "output_dir": str(out), "patch_size": [160, 192, 160]}
+        ),
     )
     from medguide.data import brats_datalist
 
@@ -161,4 +140,24 @@ def test_a_bad_case_is_named_and_skip_invalid_trains_past_it(tmp_path):
     assert "BraTS2021_00003" in str(failure.value) and "BraTS2021_00003_t2.nii.gz" in str(failure.value)
     result = bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides({**common, "skip_invalid": True}))
     assert "BraTS2021_00003" in result.stdout + result.stderr  # logged as skipped
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()
+
+
+def test_two_cpu_processes_train_together(tmp_path):
+    """The multi-GPU overlay on CPU: torchrun with two processes and the gloo backend."""
+    data = make_brats_dataset(tmp_path / "data", num_cases=10, shape=(32, 32, 32), seed=4)  # 2 validate: one per rank
+    files = config_list(CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json")
+    args = [
+        "--config_file",
+        files,
+        *overrides({**TRAIN, "max_epochs": 1, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "run" / "models" / "model.pt").is_file()

@@ -12,7 +12,15 @@ from monai.bundle import ConfigWorkflow
 from monai.transforms import LoadImage
 
 from medguide.data import decathlon_datalist, make_liver_dataset
-from tests.bundles.helpers import SCHEMA, bundle, config_list, configs, overrides
+from tests.bundles.helpers import (
+    SCHEMA,
+    bundle,
+    config_list,
+    configs,
+    export_matches_network,
+    overrides,
+    verify_network,
+)
 
 CONFIGS = configs("maml_liver_tumor_ct_segmentation")
 TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
@@ -82,47 +90,12 @@ def test_metadata_is_valid():
 
 
 def test_network_matches_its_metadata():
-    bundle(
-        "verify_net_in_out",
-        "network_def",
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(CONFIGS / "inference.json"),
-        *overrides({"num_stages": 3, "base_width": 4}),
-    )
+    verify_network(CONFIGS, {"num_stages": 3, "base_width": 4})
 
 
 def test_torchscript_export_gives_the_same_output(trained, tmp_path):
-    root, _, common = trained
-    exported = tmp_path / "model.ts"
-    bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(exported),
-        "--ckpt_file",
-        str(root / "models" / "model.pt"),
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(CONFIGS / "inference.json"),
-        "--use_trace",
-        "True",
-        "--input_shape",
-        "[1, 2, 32, 32, 32]",
-        *overrides(TINY),
-    )
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.json"), workflow_type="infer", **TINY, **common)
-    workflow.initialize()
-    network = workflow.parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    network.eval()
-    x = torch.randn(1, 2, 32, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            torch.jit.load(str(exported), map_location="cpu")(x), network(x), atol=1e-4, rtol=1e-4
-        )
+    root, _, _ = trained
+    export_matches_network(CONFIGS, root / "models" / "model.pt", 2, TINY, tmp_path / "model.ts")
 
 
 @pytest.mark.parametrize(

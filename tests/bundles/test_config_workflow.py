@@ -1,0 +1,40 @@
+"""Both MAML bundles train, evaluate and infer in-process through ``ConfigWorkflow``, as Python users run them."""
+
+from __future__ import annotations
+
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from medguide.data import make_brats_dataset, make_liver_dataset
+from tests.bundles.helpers import configs
+
+TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
+TRAIN = {**TINY, "iterations_per_epoch": 1, "max_epochs": 1, "val_interval": 1, "batch_size": 1}
+
+
+@pytest.mark.parametrize(
+    "bundle, make, tables",
+    [
+        ("maml_brats_mri_segmentation", make_brats_dataset, 15),
+        ("maml_liver_tumor_ct_segmentation", make_liver_dataset, 3),
+    ],
+    ids=["brats", "liver"],
+)
+def test_train_evaluate_infer_in_process(tmp_path, bundle, make, tables):
+    data = make(tmp_path / "data", num_cases=4, shape=(32, 32, 32), seed=3)
+    common = {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}
+    folder = configs(bundle)
+    runs = [
+        ([folder / "train.json"], "train", TRAIN),
+        ([folder / "train.json", folder / "evaluate.json"], "train", TINY),  # an overlay on train.json
+        ([folder / "inference.json"], "infer", TINY),
+    ]
+    for files, kind, overrides in runs:
+        workflow = ConfigWorkflow(config_file=[str(f) for f in files], workflow_type=kind, **overrides, **common)
+        workflow.initialize()
+        assert not workflow.check_properties()
+        workflow.run()
+        workflow.finalize()
+    eval_dir = tmp_path / "run" / "eval"
+    assert len((eval_dir / "missing_modality_table.csv").read_text().strip().splitlines()) == tables + 1
+    assert list(eval_dir.glob("*_seg.nii.gz"))
