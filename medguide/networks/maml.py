@@ -55,11 +55,13 @@ class ModalityAwareFusion(nn.Module):
         scale = self.num_modalities / len(present)
         channels = self.dual.out_channels
         weight = self.dual.weight.view(channels, self.num_modalities, channels, *self.dual.kernel_size)
-        weight = weight[:, list(present)].flatten(1, 2) * scale
+        weight = weight[:, list(present)].flatten(1, 2)
+        if scale != 1:
+            weight = weight * scale
         conv = F.conv3d if weight.dim() == 5 else F.conv2d
         dual = conv(torch.cat(list(features), 1), weight, self.dual.bias, padding=1)
         attended = sum(self.gates[m](torch.cat([f, dual], 1)) * f for m, f in zip(present, features))
-        return self.head(attended * scale)
+        return self.head(attended * scale if scale != 1 else attended)
 
 
 class MAMLNet(nn.Module):
