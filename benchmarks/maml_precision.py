@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigWorkflow
 from monai.metrics import DiceMetric
 
-from medguide.engines import autocast, resolve_precision
+from medguide.engines import autocast, resolve_precision, trained_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,14 +36,7 @@ def main() -> None:
     config_files = [str(configs / "train.json"), str(configs / "evaluate.json")]
     if not args.no_cpu_scale:
         config_files.append(str(configs / "cpu_scale.json"))
-    workflow = ConfigWorkflow(config_file=config_files, workflow_type="eval", bundle_root=args.bundle_root)
-    workflow.initialize()
-    cfg = workflow.parser
-    device = cfg.get_parsed_content("device")
-    network = cfg.get_parsed_content("network")
-    ckpt = Path(args.bundle_root) / "models" / "model.pt"
-    network.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-    network.eval()
+    cfg, network, device = trained_network(config_files, workflow_type="eval", bundle_root=args.bundle_root)
     inferer = cfg.get_parsed_content("validate#inferer")
     post = cfg.get_parsed_content("validate#postprocessing")
     regions = cfg.get_parsed_content("region_names")

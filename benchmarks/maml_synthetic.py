@@ -22,6 +22,7 @@ import torch
 from monai.bundle import ConfigWorkflow, run
 from monai.metrics import DiceMetric
 
+from medguide.engines import trained_network
 from medguide.metrics import atomic_write_text, nonempty_subsets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,18 +55,9 @@ def train(bundle: str, root: Path, **overrides) -> float:
 
 def score(bundle: str, root: Path, **overrides) -> dict[str, dict[str, float]]:
     """Per subset (and per MAML branch head, key ``branch:<m>``), the mean Dice of each region."""
-    workflow = ConfigWorkflow(
-        config_file=files(bundle, "train.json", "evaluate.json"),
-        workflow_type="eval",
-        bundle_root=str(root),
-        **overrides,
+    parser, network, device = trained_network(
+        files(bundle, "train.json", "evaluate.json"), workflow_type="eval", bundle_root=str(root), **overrides
     )
-    workflow.initialize()
-    parser = workflow.parser
-    device = parser.get_parsed_content("device")
-    network = parser.get_parsed_content("network")
-    network.load_state_dict(torch.load(root / "models" / "model.pt", map_location=device, weights_only=True))
-    network.eval()
     inferer = parser.get_parsed_content("validate#inferer")
     post = parser.get_parsed_content("validate#postprocessing")
     regions = parser.get_parsed_content("region_names")
@@ -113,18 +105,17 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work_dir).resolve()
     maml_root = Path(args.maml_root).resolve() if args.maml_root else work / "maml"
-    num = len(ConfigWorkflow(config_file=files(args.bundle, "train.json"), workflow_type="train").parser["modalities"])
+    names = list(
+        ConfigWorkflow(config_file=files(args.bundle, "train.json"), workflow_type="train").parser["modalities"]
+    )
     runs = {
         "MAML": (maml_root, {}),
-        "early fusion": (work / "early_fusion", {"network_def": early_fusion(num)}),
+        "early fusion": (work / "early_fusion", {"network_def": early_fusion(len(names))}),
     }
     seconds, results = {}, {}
     for name, (root, overrides) in runs.items():
         seconds[name] = train(args.bundle, root, **overrides)
         results[name] = score(args.bundle, root, **overrides)
-    names = list(
-        ConfigWorkflow(config_file=files(args.bundle, "train.json"), workflow_type="train").parser["modalities"]
-    )
     regions = list(next(iter(results["MAML"].values())))
     subsets = ["+".join(s) for s in nonempty_subsets(names)]
     text = (

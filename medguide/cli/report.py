@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medguide.engines import trained_network
 from medguide.metrics import atomic_write_text
 from medguide.visualize import label_overlay_figure
 
@@ -18,20 +19,9 @@ PALETTE = ["#00000000", "#e41a1c", "#4daf4a", "#ffd92f", "#377eb8", "#984ea3"]
 
 def _figure(configs: Path, scale: list[Path], overrides: dict, out: Path) -> Path:
     """First validation case: every modality, the reference, and predictions from all and from single modalities."""
-    from monai.bundle import ConfigWorkflow
-
-    workflow = ConfigWorkflow(
-        config_file=[str(configs / "train.json"), str(configs / "evaluate.json"), *map(str, scale)],
-        workflow_type="eval",
-        **overrides,
+    parser, network, device = trained_network(
+        [configs / "train.json", configs / "evaluate.json", *scale], workflow_type="eval", **overrides
     )
-    workflow.initialize()
-    parser = workflow.parser
-    network = parser.get_parsed_content("network")
-    device = parser.get_parsed_content("device")
-    checkpoint = Path(parser.get_parsed_content("ckpt_dir")) / "model.pt"
-    network.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
-    network.eval()
     inferer = parser.get_parsed_content("validate#inferer")
     item = parser.get_parsed_content("validate#dataset")[0]
     names = list(item["modalities"])

@@ -3,7 +3,7 @@
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
 from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
-from medguide.engines.workflows import Evaluator, Trainer
+from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
 __all__ = [
     "PRECISIONS",
@@ -16,4 +16,5 @@ __all__ = [
     "autocast",
     "batch_modalities",
     "resolve_precision",
+    "trained_network",
 ]

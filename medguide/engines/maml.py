@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from ignite.engine import Events
 from monai.data import decollate_batch
-from monai.engines.utils import PrepareBatch
+from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.transforms import Compose
 from monai.utils import CommonKeys as Keys
 
@@ -125,16 +125,24 @@ class SubsetEvaluator(Evaluator):
         self.table_dir = table_dir
         self.add_event_handler(Events.EPOCH_STARTED, lambda engine: engine.table.reset())
         self.add_event_handler(Events.EPOCH_COMPLETED, self._save_table)
+        # the batched forward output, kept before MONAI decollates and post-processes it (on MODEL_COMPLETED)
+        self._forward: dict = {}
+        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._keep_forward)
 
     def _iteration(self, engine: SubsetEvaluator, batchdata: dict) -> dict:
         output = super()._iteration(engine, batchdata)
         names = batch_modalities(batchdata["modalities"])
         image = batchdata["image"].to(engine.state.device)
         label = batchdata["label"]
+        # the parent's forward used every modality unless prepare_batch chose a subset; reuse it then
+        full = engine._forward if engine._forward[Keys.IMAGE].shape[1] == len(names) else None
         with engine.mode(engine.network), torch.no_grad(), engine.precision_context():
             for subset in nonempty_subsets(names):
                 keep = [names.index(m) for m in subset]
-                pred = engine.inferer(image[:, keep], engine.network, modalities=list(subset))
+                if full is not None and len(subset) == len(names):
+                    pred = full[Keys.PRED]
+                else:
+                    pred = engine.inferer(image[:, keep], engine.network, modalities=list(subset))
                 items = [
                     engine.subset_postprocessing({Keys.PRED: p, Keys.LABEL: y})
                     for p, y in zip(decollate_batch(pred.float()), decollate_batch(label))
@@ -145,6 +153,9 @@ class SubsetEvaluator(Evaluator):
                     torch.stack([i[Keys.LABEL] for i in items]).cpu(),
                 )
         return output
+
+    def _keep_forward(self, engine: SubsetEvaluator) -> None:
+        engine._forward = {key: engine.state.output[key] for key in (Keys.IMAGE, Keys.PRED)}
 
     def _save_table(self, engine: SubsetEvaluator) -> None:
         csv_path, md_path = engine.table.save(engine.table_dir)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -10,7 +12,7 @@ from monai.engines.utils import IterationEvents
 
 from medguide.engines.precision import AutocastCall, autocast, resolve_precision
 
-__all__ = ["Evaluator", "Trainer"]
+__all__ = ["Evaluator", "Trainer", "trained_network"]
 
 
 def _set_precision(engine, precision: str) -> None:
@@ -76,3 +78,30 @@ class Evaluator(SupervisedEvaluator):
         # CUDA reduced precision is the parent's amp; only CPU autocast needs wrapping here
         with autocast(engine.cpu_dtype, engine.state.device):
             return super()._iteration(engine, batchdata)
+
+
+def trained_network(config_files: Sequence[str | Path], workflow_type: str = "train", **overrides):
+    """Parse a bundle's configs and load its trained ``model.pt`` (from ``ckpt_dir``) into ``network``, in eval mode.
+
+    For scripts that use a trained bundle outside its engines (reports, benchmarks). The checkpoint loads with
+    ``map_location`` set to the config's ``device`` and ``weights_only=True``.
+
+    Args:
+        config_files: the bundle's config files, overlays last.
+        workflow_type: MONAI workflow type the configs describe.
+        overrides: config overrides, e.g. ``bundle_root``.
+
+    Returns:
+        the initialised ``ConfigParser``, the network and its device.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=[str(f) for f in config_files], workflow_type=workflow_type, **overrides)
+    workflow.initialize()
+    parser = workflow.parser
+    device = parser.get_parsed_content("device")
+    network = parser.get_parsed_content("network")
+    checkpoint = Path(parser.get_parsed_content("ckpt_dir")) / "model.pt"
+    network.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    network.eval()
+    return parser, network, device
