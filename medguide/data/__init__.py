@@ -1,6 +1,12 @@
 """Readers, validation and synthetic generators for medguide's data sets, in the public datasets' own layouts."""
 
-from medguide.data.brats import BRATS_MODALITIES, brats_datalist, brats_label_values
+from medguide.data.brats import (
+    BRATS_MODALITIES,
+    brats_datalist,
+    brats_label_map,
+    brats_label_values,
+    brats_output_labels,
+)
 from medguide.data.checks import check_case, load_image_stack, load_label, read_volume, validate_datalist
 from medguide.data.errors import InvalidCaseError
 from medguide.data.liver import decathlon_datalist, dicom_series_datalist
@@ -14,7 +20,9 @@ __all__ = [
     "BRATS_MODALITIES",
     "InvalidCaseError",
     "brats_datalist",
+    "brats_label_map",
     "brats_label_values",
+    "brats_output_labels",
     "check_case",
     "decathlon_datalist",
     "dicom_series_datalist",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from medguide.data.errors import InvalidCaseError
 
-__all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_values"]
+__all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
 
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 
@@ -45,6 +45,9 @@ _TOKENS = {
     "otmulticlass": "label",
 }
 _LABEL_VALUES = {"2021": (0, 1, 2, 4), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 3, 4)}
+# medguide's class (0 background, 1 NCR, 2 ED, 3 ET) of each label value; BraTS 2017 on merged 2015's
+# non-enhancing tumour (3) into the necrotic core (1)
+_CLASSES = {"2021": (0, 1, 2, 3), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 1, 3)}
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
 
@@ -58,6 +61,66 @@ def brats_label_values(naming: str) -> tuple[int, ...]:
     if naming not in _LABEL_VALUES:
         raise ValueError(f"unknown BraTS naming {naming!r}; expected one of {sorted(_LABEL_VALUES)}")
     return _LABEL_VALUES[naming]
+
+
+def _naming(datalist: Sequence[dict], setting: str) -> str:
+    """The one naming of every item in ``datalist`` (``"2021"`` for items without one)."""
+    namings: dict[str, str] = {}
+    for item in datalist:
+        namings.setdefault(item.get("naming", "2021"), item.get("case", "?"))
+    if len(namings) != 1:
+        found = ", ".join(f"{naming} (e.g. {case})" for naming, case in sorted(namings.items()))
+        raise ValueError(
+            f"the data mixes BraTS releases whose labels differ: {found or 'no case'}; "
+            f"give {setting} explicitly, or one release per dataset_dir."
+        )
+    return next(iter(namings))
+
+
+def brats_label_map(datalist: Sequence[dict], label_values: Sequence[int] | str = "auto") -> tuple[list, list]:
+    """The label values of a BraTS data set's files and medguide's class of each.
+
+    Classes are 0 background, 1 necrotic core (NCR), 2 oedema (ED), 3 enhancing tumour (ET).
+
+    Args:
+        datalist: items of :func:`brats_datalist`; their ``"naming"`` tells the release.
+        label_values: ``"auto"`` reads the release from the items (2018-2021: 0, 1, 2, 4; 2023: 0, 1, 2, 3;
+            2013-2015: 0..4, non-enhancing tumour counted as NCR as BraTS has since 2017); a list of values
+            is taken as given, the i-th value being class i.
+
+    Returns:
+        ``(label values, classes)``, for :class:`medguide.transforms.LoadCased` and ``MapLabelValued``.
+
+    Raises:
+        ValueError: with ``"auto"``, the items come from releases with different labels.
+
+    Example:
+        >>> brats_label_map([{"case": "BraTS-GLI-00001-000", "naming": "2023"}])
+        ([0, 1, 2, 3], [0, 1, 2, 3])
+    """
+    if isinstance(label_values, str):
+        if label_values != "auto":
+            raise ValueError(f"label_values must be 'auto' or a list of values, got {label_values!r}.")
+        naming = _naming(datalist, "label_values")
+        return list(_LABEL_VALUES[naming]), list(_CLASSES[naming])
+    return list(label_values), list(range(len(label_values)))
+
+
+def brats_output_labels(datalist: Sequence[dict], output_labels: Sequence[int] | str = "auto") -> list:
+    """The label value to write for each class (background, NCR, ED, ET) in a prediction.
+
+    ``"auto"`` writes the labels of the input's release: 0, 1, 2, 3 for BraTS 2023 names, otherwise the 0, 1, 2, 4
+    of BraTS 2018-2021 (which are also 2013-2015's values for those classes). A list is taken as given.
+
+    Raises:
+        ValueError: with ``"auto"``, the inputs come from releases with different labels.
+    """
+    if isinstance(output_labels, str):
+        if output_labels != "auto":
+            raise ValueError(f"output_labels must be 'auto' or a list of values, got {output_labels!r}.")
+        naming = _naming(datalist, "output_labels")
+        return list(_LABEL_VALUES["2023" if naming == "2023" else "2021"])
+    return list(output_labels)
 
 
 def _classify(path: Path) -> tuple[str, str, str] | None:

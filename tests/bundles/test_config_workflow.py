@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from monai.bundle import ConfigWorkflow
 
@@ -13,14 +15,16 @@ TRAIN = {**TINY, "iterations_per_epoch": 1, "max_epochs": 1, "val_interval": 1, 
 
 
 @pytest.mark.parametrize(
-    "bundle, make, tables",
+    "bundle, make, tables, written_labels",
     [
-        ("maml_brats_mri_segmentation", make_brats_dataset, 15),
-        ("maml_liver_tumor_ct_segmentation", make_liver_dataset, 3),
+        ("maml_brats_mri_segmentation", make_brats_dataset, 15, [0, 1, 2, 4]),
+        # ET is label 3 in BraTS 2023 (4 before): labels read and written follow the files' naming
+        ("maml_brats_mri_segmentation", partial(make_brats_dataset, naming="2023"), 15, [0, 1, 2, 3]),
+        ("maml_liver_tumor_ct_segmentation", make_liver_dataset, 3, None),
     ],
-    ids=["brats", "liver"],
+    ids=["brats", "brats2023", "liver"],
 )
-def test_train_evaluate_infer_in_process(tmp_path, bundle, make, tables):
+def test_train_evaluate_infer_in_process(tmp_path, bundle, make, tables, written_labels):
     data = make(tmp_path / "data", num_cases=4, shape=(32, 32, 32), seed=3)
     common = {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}
     folder = configs(bundle)
@@ -35,6 +39,8 @@ def test_train_evaluate_infer_in_process(tmp_path, bundle, make, tables):
         assert not workflow.check_properties()
         workflow.run()
         workflow.finalize()
+    if written_labels is not None:
+        assert workflow.parser.get_parsed_content("output_label_values") == written_labels
     eval_dir = tmp_path / "run" / "eval"
     assert len((eval_dir / "missing_modality_table.csv").read_text().strip().splitlines()) == tables + 1
     assert list(eval_dir.glob("*_seg.nii.gz"))

@@ -14,7 +14,9 @@ from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged, 
 from medguide.data import (
     InvalidCaseError,
     brats_datalist,
+    brats_label_map,
     brats_label_values,
+    brats_output_labels,
     decathlon_datalist,
     dicom_series_datalist,
     make_brats_dataset,
@@ -73,6 +75,22 @@ def test_brats_2023_naming(brats):
     assert Path(items[0]["label"]).name == "BraTS-GLI-00000-000-seg.nii.gz"
     loaded = LoadCased(label_values=brats_label_values("2023"))(items[0])
     assert loaded["image"].shape == (4, *SHAPE) and loaded["label"].shape == (1, *SHAPE)
+
+
+def test_brats_labels_follow_the_release(brats, tmp_path):
+    items_2023 = brats_datalist(brats)
+    items_2021 = brats_datalist(make_brats_dataset(tmp_path, num_cases=1, shape=SHAPE, naming="2021"))
+    # file label values, and medguide's class (background, NCR, ED, ET) of each
+    assert brats_label_map(items_2023) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    assert brats_label_map(items_2021) == ([0, 1, 2, 4], [0, 1, 2, 3])
+    assert brats_label_map([{"case": "brats_2013_pat0001_1", "naming": "2015"}]) == ([0, 1, 2, 3, 4], [0, 1, 2, 1, 3])
+    assert brats_output_labels(items_2023) == [0, 1, 2, 3] and brats_output_labels(items_2021) == [0, 1, 2, 4]
+    # values given by hand are taken as they are
+    assert brats_label_map(items_2023, [0, 1, 2, 4]) == ([0, 1, 2, 4], [0, 1, 2, 3])
+    assert brats_output_labels(items_2023, [0, 1, 2, 4]) == [0, 1, 2, 4]
+    # one folder mixing releases cannot have one label set: refused, naming a case of each
+    with pytest.raises(ValueError, match=r"2021 \(e.g. BraTS2021_00000\), 2023 \(e.g. BraTS-GLI-00000-000\)"):
+        brats_label_map(items_2023 + items_2021)
 
 
 def test_brats_subset_order_and_aliases(brats):
