@@ -6,6 +6,10 @@ that both give the same outputs, then times forward + backward (training) and fo
 one process, the two interleaved so that machine noise hits both, and prints medians and their ratio. Peak
 memory is measured in a fresh process per variant (peak RSS on CPU, ``max_memory_allocated`` on CUDA).
 
+``train_step_limits`` says how far the training step can go: both variants do the same convolution arithmetic
+(``train_step_GFLOP``), so the time the fast variant spends inside convolutions bounds its speed-up however cheap
+everything else becomes; it also gives the non-convolution time that a 1.3x speed-up would leave.
+
     python benchmarks/maml_speed.py                 # 4 modalities, 64^3, batch 1, CPU
     python benchmarks/maml_speed.py --device cuda   # the same on a GPU
 """
@@ -20,6 +24,8 @@ import sys
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from medguide.networks import MAMLNet
 
@@ -61,6 +67,49 @@ def timed(device: str, fn, *args) -> float:
     return time.perf_counter() - start
 
 
+class ConvolutionTimer(TorchDispatchMode):
+    """Splits the wall time of the operators run under it into convolutions (forward and backward) and the rest."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = device
+        self.seconds = {"convolution": 0.0, "other": 0.0}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        sync(self.device)
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        sync(self.device)
+        self.seconds["convolution" if "convolution" in func.__name__ else "other"] += time.perf_counter() - start
+        return out
+
+
+def breakdown(args: argparse.Namespace, nets: dict[str, MAMLNet], x: torch.Tensor, plain_s: float) -> dict:
+    """Where a training step's time goes, and the best speed-up left once the convolutions are fixed.
+
+    The convolutions' arithmetic is the same in both variants, so the time the fast variant spends in them bounds
+    the speed-up: even if everything else cost nothing, it could not beat ``plain time / its convolution time``.
+    """
+    with FlopCounterMode(display=False) as flops:
+        train_step(nets["medguide"], x)
+    result = {"train_step_GFLOP": round(flops.get_total_flops() / 1e9, 1)}
+    split = {}
+    for name, net in nets.items():
+        split[name] = {"convolution": [], "other": []}
+        for _ in range(max(1, args.repeats // 2)):
+            with ConvolutionTimer(args.device) as timer:
+                train_step(net, x)
+            for part, seconds in timer.seconds.items():
+                split[name][part].append(seconds)
+    split = {name: {part: round(statistics.median(v), 4) for part, v in parts.items()} for name, parts in split.items()}
+    conv = split["medguide"]["convolution"]
+    result["train_step_split_s"] = split
+    result["convolution_GFLOP_per_s"] = round(result["train_step_GFLOP"] / conv, 1)
+    result["speedup_bound_if_non_convolution_free"] = round(plain_s / conv, 3)
+    result["non_convolution_s_allowed_for_1.3x"] = round(plain_s / 1.3 - conv, 4)
+    return result
+
+
 def compare(args: argparse.Namespace) -> dict:
     fast, plain = build(args)
     x = torch.randn(args.batch, len(MODALITIES), *([args.size] * 3), device=args.device)
@@ -95,6 +144,9 @@ def compare(args: argparse.Namespace) -> dict:
         t = statistics.median(timed(args.device, infer, fast, x[:, :k], names) for _ in range(args.repeats))
         subsets[f"{k}/{len(MODALITIES)}"] = round(t / full, 3)
     results["inference_cost_k_of_M"] = subsets
+    results["train_step_limits"] = breakdown(
+        args, {"plain": plain, "medguide": fast}, x, results["train_step"]["plain_s"]
+    )
     return results
 
 
