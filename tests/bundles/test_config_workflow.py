@@ -1,4 +1,5 @@
-"""Both MAML bundles train, evaluate and infer in-process through ``ConfigWorkflow``, as Python users run them."""
+"""What every bundle meets: required workflow properties, valid metadata, a network that matches it, and
+train -> evaluate -> infer in-process through ``ConfigWorkflow``, as Python users run them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,30 @@ import pytest
 from monai.bundle import ConfigWorkflow
 
 from medguide.data import make_brats_dataset, make_liver_dataset
-from tests.bundles.helpers import configs
+from tests.bundles.helpers import BUNDLES, SCHEMA, TINY, bundle, configs, verify_network
 
-TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
 TRAIN = {**TINY, "iterations_per_epoch": 1, "max_epochs": 1, "val_interval": 1, "batch_size": 1}
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_workflow_properties(tmp_path, name):
+    for config, kind in (("train.json", "train"), ("inference.json", "infer")):
+        workflow = ConfigWorkflow(
+            config_file=str(configs(name) / config), workflow_type=kind, bundle_root=str(tmp_path), **TINY
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{config} is missing required properties"
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"MONAI metadata schema not found at {SCHEMA}")
+@pytest.mark.parametrize("name", BUNDLES)
+def test_metadata_is_valid(name):
+    bundle("verify_metadata", "--meta_file", str(configs(name) / "metadata.json"), "--filepath", str(SCHEMA))
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_network_matches_its_metadata(name):
+    verify_network(configs(name), {"num_stages": 3, "base_width": 4})
 
 
 @pytest.mark.parametrize(

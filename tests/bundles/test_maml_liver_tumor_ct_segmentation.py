@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from monai.transforms import LoadImage
 
 from medguide.data import decathlon_datalist, make_liver_dataset
 from tests.bundles.helpers import (
-    SCHEMA,
+    TINY,
     bundle,
-    config_list,
     configs,
+    evaluate_table,
     export_matches_network,
     overrides,
-    verify_network,
+    train_tiny,
 )
 
 CONFIGS = configs("maml_liver_tumor_ct_segmentation")
-TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
-TRAIN = {**TINY, "iterations_per_epoch": 2, "max_epochs": 2, "val_interval": 1, "batch_size": 1}
 REAL = "totalseg-ct-mr-organs"
 
 
@@ -33,18 +28,7 @@ def trained(tmp_path_factory):
     """A bundle root holding a model trained for a few iterations on 5 synthetic 32^3 two-phase cases."""
     data = make_liver_dataset(tmp_path_factory.mktemp("liver"), num_cases=5, shape=(32, 32, 32), seed=1)
     root = tmp_path_factory.mktemp("bundle")
-    common = {"bundle_root": str(root), "dataset_dir": str(data)}
-    bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides({**TRAIN, **common}))
-    return root, data, common
-
-
-def test_workflow_properties(tmp_path):
-    for config, kind in (("train.json", "train"), ("inference.json", "infer")):
-        workflow = ConfigWorkflow(
-            config_file=str(CONFIGS / config), workflow_type=kind, bundle_root=str(tmp_path), **TINY
-        )
-        workflow.initialize()
-        assert not workflow.check_properties(), f"{config} is missing required properties"
+    return root, data, train_tiny(data, root, CONFIGS)
 
 
 def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
@@ -55,17 +39,12 @@ def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
 
 
 def test_evaluate_writes_the_missing_phase_table(trained):
-    root, _, common = trained
-    evaluate = config_list(CONFIGS / "train.json", CONFIGS / "evaluate.json")
-    bundle("run", "--config_file", evaluate, *overrides({**TINY, **common}))
-    with open(root / "eval" / "missing_modality_table.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = evaluate_table(CONFIGS, trained[2])
     assert len(rows) == 3  # arterial, venous, both
     assert rows[-1]["modalities"] == "arterial+venous"
     for row in rows:
         for region in ("liver", "tumour"):
             assert 0.0 <= float(row[f"Dice {region}"]) <= 1.0
-    assert (root / "eval" / "missing_modality_table.md").read_text().count("\n") == 5
 
 
 def test_inference_writes_liver_labels_in_the_input_space(trained):
@@ -82,15 +61,6 @@ def test_inference_writes_liver_labels_in_the_input_space(trained):
         np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
         assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
     assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
-
-
-@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"MONAI metadata schema not found at {SCHEMA}")
-def test_metadata_is_valid():
-    bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(SCHEMA))
-
-
-def test_network_matches_its_metadata():
-    verify_network(CONFIGS, {"num_stages": 3, "base_width": 4})
 
 
 def test_torchscript_export_gives_the_same_output(trained, tmp_path):
