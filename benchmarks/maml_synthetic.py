@@ -1,12 +1,15 @@
-"""MAML on synthetic data: fused Dice vs each single-modality branch vs early fusion, for every modality subset.
+"""MAML on synthetic data against its baselines and ablations (METHODS.md), for every modality subset.
 
 Trains, at the bundle's CPU scale (``configs/cpu_scale.json``), on the bundle's synthetic set:
-- MAML as the bundle defines it (MA fusion, ``mutual_weight`` 0, ``modality_dropout`` 0.5);
+- MAML as the bundle defines it (MA fusion, ``mutual_weight`` 0 as the official code, ``modality_dropout`` 0.5);
+- the ablations: MA fusion with the mutual term (``--mutual_weight``), and the mutual term without MA (the fused
+  logits are the mean of the branches' logits, ``fusion="mean"``);
 - early fusion: one U-Net over the stacked modalities with the same total width (M x the branch width), missing
   modalities given as zeros, trained with the same modality dropout (``medguide.networks.ModalityUNet``);
-then scores on the validation split, for every non-empty subset of modalities, the fused MAML output, the early
-fusion U-Net and, with every modality present, each MAML branch's own deep-supervision head (each branch is a
-single-modality U-Net trained inside MAML). Prints markdown tables and writes them to ``<work_dir>/results.md``.
+- one single-modality U-Net per modality (the branch width), trained alone;
+then scores on the validation split every model on every non-empty subset of modalities it can take, and, with
+every modality present, each MAML branch's own deep-supervision head. Prints markdown tables and writes them to
+``<work_dir>/results.md``. Runs already trained in ``work_dir`` are reused.
 
     python benchmarks/maml_synthetic.py --bundle maml_brats_mri_segmentation --work_dir /tmp/maml-bench
     python benchmarks/maml_synthetic.py --maml_root medguide-output/maml_brats_mri_segmentation   # reuse a demo run
@@ -41,6 +44,20 @@ def early_fusion(width_factor: int) -> dict:
         "spatial_dims": 3,
         "base_width": f"$@base_width * {width_factor}",
         "num_stages": "@num_stages",
+    }
+
+
+def single_modality(modality: str) -> dict:
+    return {
+        "modalities": [modality],
+        "network_def": {
+            "_target_": "medguide.networks.ModalityUNet",
+            "modalities": "@modalities",
+            "out_channels": "@num_classes",
+            "spatial_dims": 3,
+            "base_width": "@base_width",
+            "num_stages": "@num_stages",
+        },
     }
 
 
@@ -81,6 +98,15 @@ def score(bundle: str, root: Path, **overrides) -> dict[str, dict[str, float]]:
     return {k: dict(zip(regions, m.aggregate().tolist())) for k, m in metrics.items()}
 
 
+def mean_table(results: dict[str, dict[str, dict[str, float]]], rows: list[str]) -> str:
+    """Mean Dice over the regions: a row per subset, a column per model (``-`` where a model cannot take it)."""
+    lines = ["| modalities | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for row in rows:
+        cells = [f"{sum(r[row].values()) / len(r[row]):.3f}" if row in r else "-" for r in results.values()]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(results: dict[str, dict[str, dict[str, float]]], rows: list[str], regions: list[str]) -> str:
     models = list(results)
     header = "| modalities | " + " | ".join(f"{m} {r}" for m in models for r in regions + ["mean"]) + " |"
@@ -102,15 +128,20 @@ def main() -> None:
     parser.add_argument("--bundle", default="maml_brats_mri_segmentation")
     parser.add_argument("--work_dir", default="medguide-output/maml-synthetic-benchmark")
     parser.add_argument("--maml_root", help="bundle root of an already trained MAML run (e.g. the demo's)")
+    parser.add_argument("--mutual_weight", type=float, default=1.0, help="weight of the mutual term in the ablations")
     args = parser.parse_args()
     work = Path(args.work_dir).resolve()
     maml_root = Path(args.maml_root).resolve() if args.maml_root else work / "maml"
     names = list(
         ConfigWorkflow(config_file=files(args.bundle, "train.json"), workflow_type="train").parser["modalities"]
     )
+    mutual = {"mutual_weight": args.mutual_weight}
     runs = {
         "MAML": (maml_root, {}),
+        "MAML + mutual": (work / "maml_mutual", mutual),
+        "mean fusion + mutual": (work / "mean_mutual", {**mutual, "network_def#fusion": "mean"}),
         "early fusion": (work / "early_fusion", {"network_def": early_fusion(len(names))}),
+        **{f"U-Net {m}": (work / f"unet_{m}", single_modality(m)) for m in names},
     }
     seconds, results = {}, {}
     for name, (root, overrides) in runs.items():
@@ -118,12 +149,20 @@ def main() -> None:
         results[name] = score(args.bundle, root, **overrides)
     regions = list(next(iter(results["MAML"].values())))
     subsets = ["+".join(s) for s in nonempty_subsets(names)]
+    fused = {k: v for k, v in results.items() if not k.startswith("U-Net")}
+    single = {
+        "MAML, only this modality": {m: results["MAML"][m] for m in names},
+        "MAML branch head, all present": {m: results["MAML"][f"branch:{m}"] for m in names},
+        "U-Net trained alone": {m: results[f"U-Net {m}"][m] for m in names},
+    }
     text = (
-        f"# {args.bundle}: synthetic validation split, Dice per region (CPU scale)\n\n"
-        "## Every subset: MAML fused output vs early fusion\n\n"
-        + table(results, subsets, regions)
-        + "\n## MAML's single-modality branch heads (all modalities present, each head sees its own modality)\n\n"
-        + table({"MAML branch": results["MAML"]}, [f"branch:{m}" for m in names], regions)
+        f"# {args.bundle}: synthetic validation split, Dice (CPU scale)\n\n"
+        f"## Mean Dice over {', '.join(regions)} on every subset (mutual weight {args.mutual_weight:g})\n\n"
+        + mean_table(fused, subsets)
+        + "\n## Per region, every modality present\n\n"
+        + table(fused, subsets[-1:], regions)
+        + "\n## Single modality: MAML with one input, MAML's branch head, a U-Net trained alone\n\n"
+        + table(single, names, regions)
         + "\nTraining time (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + "\n"
