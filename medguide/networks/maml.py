@@ -131,6 +131,11 @@ class MAMLNet(nn.Module):
         if self.channels_last:
             # weights in the features' layout let oneDNN skip reordering them at every call
             self.to(memory_format=torch.channels_last_3d)
+            for param in self.parameters():
+                if param.dim() == 5 and param.shape[2:] == (1, 1, 1):
+                    # 1x1x1 kernels: the same memory either way, but their gradients come with the default strides,
+                    # which DDP expects to match the weights' (else it warns and copies every step)
+                    param.data = param.data.clone(memory_format=torch.contiguous_format)
 
     def indices(self, modalities: Sequence[str] | None) -> list[int]:
         """Indices of ``modalities`` among the network's, checked; ``None`` means all of them."""
