@@ -63,8 +63,15 @@ def brats_label_values(naming: str) -> tuple[int, ...]:
     return _LABEL_VALUES[naming]
 
 
-def _naming(datalist: Sequence[dict], setting: str) -> str:
-    """The one naming of every item in ``datalist`` (``"2021"`` for items without one)."""
+def _auto_naming(datalist: Sequence[dict], value: Sequence[int] | str, setting: str) -> str | None:
+    """For ``value == "auto"``, the one naming of every item (``"2021"`` for items without one); ``None`` for a list.
+
+    ``setting`` names the option in the errors.
+    """
+    if not isinstance(value, str):
+        return None
+    if value != "auto":
+        raise ValueError(f"{setting} must be 'auto' or a list of values, got {value!r}.")
     namings: dict[str, str] = {}
     for item in datalist:
         namings.setdefault(item.get("naming", "2021"), item.get("case", "?"))
@@ -98,12 +105,10 @@ def brats_label_map(datalist: Sequence[dict], label_values: Sequence[int] | str 
         >>> brats_label_map([{"case": "BraTS-GLI-00001-000", "naming": "2023"}])
         ([0, 1, 2, 3], [0, 1, 2, 3])
     """
-    if isinstance(label_values, str):
-        if label_values != "auto":
-            raise ValueError(f"label_values must be 'auto' or a list of values, got {label_values!r}.")
-        naming = _naming(datalist, "label_values")
-        return list(_LABEL_VALUES[naming]), list(_CLASSES[naming])
-    return list(label_values), list(range(len(label_values)))
+    naming = _auto_naming(datalist, label_values, "label_values")
+    if naming is None:
+        return list(label_values), list(range(len(label_values)))
+    return list(brats_label_values(naming)), list(_CLASSES[naming])
 
 
 def brats_output_labels(datalist: Sequence[dict], output_labels: Sequence[int] | str = "auto") -> list:
@@ -115,12 +120,10 @@ def brats_output_labels(datalist: Sequence[dict], output_labels: Sequence[int] |
     Raises:
         ValueError: with ``"auto"``, the inputs come from releases with different labels.
     """
-    if isinstance(output_labels, str):
-        if output_labels != "auto":
-            raise ValueError(f"output_labels must be 'auto' or a list of values, got {output_labels!r}.")
-        naming = _naming(datalist, "output_labels")
-        return list(_LABEL_VALUES["2023" if naming == "2023" else "2021"])
-    return list(output_labels)
+    naming = _auto_naming(datalist, output_labels, "output_labels")
+    if naming is None:
+        return list(output_labels)
+    return list(brats_label_values("2023" if naming == "2023" else "2021"))
 
 
 def _classify(path: Path) -> tuple[str, str, str] | None:
