@@ -1,5 +1,6 @@
 """MONAI engines, inferers and batch preparation of the medguide methods."""
 
+from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
 from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
@@ -15,6 +16,8 @@ __all__ = [
     "Trainer",
     "autocast",
     "batch_modalities",
+    "ddp_process_group",
+    "finish_distributed",
     "resolve_precision",
     "trained_network",
 ]
