@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medguide.data import atomic_write_text
 from medguide.engines import trained_network
-from medguide.metrics import atomic_write_text
 from medguide.visualize import label_overlay_figure
 
 __all__ = ["write_segmentation_report"]
@@ -64,7 +64,9 @@ def write_segmentation_report(
         "",
         "## Missing-modality table (validation split)",
         "",
-        "Dice and HD95 (voxels) per region for every non-empty subset of modalities; `n/a` where undefined.",
+        "Dice and HD95 (voxels) per region for every non-empty subset of modalities, averaged over all validation "
+        "cases; a region empty in the reference or the prediction is scored by the BraTS convention stated under "
+        "the table.",
         "",
         table,
         "## Figure",

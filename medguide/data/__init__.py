@@ -7,30 +7,49 @@ from medguide.data.brats import (
     brats_label_values,
     brats_output_labels,
 )
-from medguide.data.checks import check_case, load_image_stack, load_label, read_volume, validate_datalist
-from medguide.data.errors import InvalidCaseError
+from medguide.data.checks import (
+    CaseList,
+    check_case,
+    dicom_series_files,
+    load_image_stack,
+    load_label,
+    read_volume,
+    report_skipped_cases,
+    validate_datalist,
+)
+from medguide.data.errors import InputError, InvalidCaseError, plain_input_errors
+from medguide.data.files import atomic_target, atomic_write_text, check_output_dir, is_hidden
 from medguide.data.liver import decathlon_datalist, dicom_series_datalist
 from medguide.data.synthetic import dataset_dir_or_synthetic, make_brats_dataset, make_dataset, make_liver_dataset
 from medguide.data.writers import AtomicNibabelWriter, case_name_formatter
 
 __all__ = [
     "AtomicNibabelWriter",
-    "case_name_formatter",
-    "dataset_dir_or_synthetic",
     "BRATS_MODALITIES",
+    "CaseList",
+    "InputError",
     "InvalidCaseError",
+    "atomic_target",
+    "atomic_write_text",
     "brats_datalist",
     "brats_label_map",
     "brats_label_values",
     "brats_output_labels",
+    "case_name_formatter",
     "check_case",
+    "check_output_dir",
+    "dataset_dir_or_synthetic",
     "decathlon_datalist",
     "dicom_series_datalist",
+    "dicom_series_files",
+    "is_hidden",
     "load_image_stack",
     "load_label",
     "make_brats_dataset",
     "make_dataset",
     "make_liver_dataset",
+    "plain_input_errors",
     "read_volume",
+    "report_skipped_cases",
     "validate_datalist",
 ]

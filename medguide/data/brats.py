@@ -18,7 +18,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError
+from medguide.data.files import visible
 
 __all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
 
@@ -139,11 +141,15 @@ def _classify(path: Path) -> tuple[str, str, str] | None:
     return None
 
 
-def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, str]]]]:
-    """(case, folder, {role: (file, naming)}) for every case folder, and for files lying in ``dataset_dir``."""
+def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, str]], InvalidCaseError | None]]:
+    """(case, folder, {role: (file, naming)}, error) for every case folder, and for files lying in ``dataset_dir``.
+
+    Hidden files and folders (macOS ``._<name>`` copies, ``.DS_Store``) are not images and are passed over.
+    """
     found: dict[tuple[str, Path], dict[str, tuple[Path, str]]] = {}
-    for folder in [dataset_dir, *sorted(p for p in dataset_dir.iterdir() if p.is_dir())]:
-        for file in sorted(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name)):
+    errors: dict[tuple[str, Path], InvalidCaseError] = {}
+    for folder in [dataset_dir, *visible(p for p in dataset_dir.iterdir() if p.is_dir())]:
+        for file in visible(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name)):
             classified = _classify(file)
             if classified is None:
                 continue
@@ -152,9 +158,10 @@ def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, st
             case = folder.name if folder != dataset_dir else prefix
             roles = found.setdefault((case, folder), {})
             if role in roles:
-                raise InvalidCaseError(case, file, f"a second {role} file besides {roles[role][0].name!r}")
+                reason = f"a second {role} file besides {roles[role][0].name!r}"
+                errors.setdefault((case, folder), InvalidCaseError(case, file, reason))
             roles[role] = (file, naming)
-    return [(case, folder, roles) for (case, folder), roles in found.items()]
+    return [(case, folder, roles, errors.get((case, folder))) for (case, folder), roles in found.items()]
 
 
 def brats_datalist(
@@ -162,11 +169,13 @@ def brats_datalist(
     modalities: Sequence[str] = BRATS_MODALITIES,
     require_label: bool = True,
     require_all: bool = True,
-) -> list[dict]:
+    skip_invalid: bool = False,
+) -> CaseList:
     """Scan a BraTS folder into datalist items for :class:`medguide.transforms.LoadCased`.
 
     Items are ``{"case", "image": [files in the order of modalities], "modalities": [present names],
-    "label": seg file (if present), "naming": "2021" | "2023" | "2015"}``.
+    "label": seg file (if present), "naming": "2021" | "2023" | "2015"}``. Hidden files (``._<name>``) are not
+    read.
 
     Args:
         dataset_dir: folder holding one folder per case (or the case files themselves).
@@ -175,10 +184,13 @@ def brats_datalist(
         require_label: a case without a segmentation is an error (training); false for inference.
         require_all: every modality must be present; false keeps cases with a non-empty subset
             (e.g. BRATS 2015 FLAIR + T1c only).
+        skip_invalid: log and leave out a case that lacks a file or has two of one kind, instead of raising
+            (the result's ``skipped`` lists them).
 
     Raises:
         FileNotFoundError: ``dataset_dir`` is missing or holds no BraTS case.
-        InvalidCaseError: a case lacks a required file (named as its naming would spell it).
+        InvalidCaseError: a case lacks a required file (named as its naming would spell it) or has two files of
+            one modality, without ``skip_invalid``.
     """
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
@@ -187,8 +199,8 @@ def brats_datalist(
     unknown = sorted(set(wanted) - set(BRATS_MODALITIES))
     if unknown:
         raise ValueError(f"unknown BraTS modalities {unknown}; expected some of {BRATS_MODALITIES}")
-    items = []
-    for case, folder, roles in _groups(dataset_dir):
+    items = CaseList()
+    for case, folder, roles, error in _groups(dataset_dir):
         naming = next(iter(roles.values()))[1]
         suffixes = _SUFFIXES.get(naming, _SUFFIXES["2021"])
         present = [m for m in wanted if m in roles]
@@ -197,9 +209,14 @@ def brats_datalist(
             absent.insert(0, "label")
         elif present and not require_all:
             absent = []
-        if absent:
+        if absent and error is None:
             expected = folder / f"{case}{suffixes[absent[0]]}.nii.gz"
-            raise InvalidCaseError(case, expected, f"missing {absent[0]} file (found {sorted(roles)})")
+            error = InvalidCaseError(case, expected, f"missing {absent[0]} file (found {sorted(roles)})")
+        if error is not None:
+            if not skip_invalid:
+                raise error
+            items.skip(error)
+            continue
         item = {
             "case": case,
             "image": [str(roles[m][0]) for m in present],
@@ -209,6 +226,6 @@ def brats_datalist(
         if "label" in roles:
             item["label"] = str(roles["label"][0])
         items.append(item)
-    if not items:
+    if not items and not items.skipped:
         raise FileNotFoundError(f"no BraTS case found in {dataset_dir} (expected e.g. <case>/<case>_flair.nii.gz)")
     return items

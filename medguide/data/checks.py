@@ -1,39 +1,57 @@
 """Load and validate the volumes of one case; the single code path behind :class:`medguide.transforms.LoadCased`.
 
 A datalist item is ``{"case": str, "image": [path, ...], "modalities": [name, ...], "label": path}`` (``label``
-optional). A path is a NIfTI or any other file MONAI reads, a file only SimpleITK reads (``.mha``, ``.nrrd``, ...),
-or a folder holding one DICOM series. Every problem is raised as :class:`~medguide.data.errors.InvalidCaseError`
-naming the case and the file, so that one bad case never stops a run without saying which it is.
+and ``series`` optional). A path is a NIfTI or any other file MONAI reads, a file only SimpleITK reads (``.mha``,
+``.nrrd``, ...), or a folder holding a DICOM series. Every problem is raised as
+:class:`~medguide.data.errors.InvalidCaseError` naming the case and the file, so that one bad case never stops a run
+without saying which it is. What is refused rather than guessed:
+
+- a file holding several volumes (a 4th axis longer than 1) where one modality or one label map is expected;
+- a DICOM folder holding several series (unless one is chosen by SeriesInstanceUID or SeriesDescription), a
+  single 2D image, or slices whose positions are not evenly spaced (a missing or duplicated slice);
+- label values that are not within 1e-3 of a declared value (values that are, as a resampled float label map
+  holds them, are rounded and the count logged).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor, PydicomReader
 from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImage
 
-from medguide.data.errors import InvalidCaseError
+from medguide.data.errors import InputError, InvalidCaseError
+from medguide.data.files import visible
 
 __all__ = [
+    "CaseList",
     "case_name",
     "check_case",
+    "dicom_series_files",
     "load_image_stack",
     "load_label",
     "read_volume",
+    "report_skipped_cases",
     "validate_datalist",
 ]
 
 logger = logging.getLogger("medguide.data")
 
 AFFINE_ATOL = 1e-3
+# a float label value this close to a declared integer is that integer (a resampled or float-saved label map)
+LABEL_ROUNDING_ATOL = 1e-3
+# slice positions may differ from the series' spacing by this share of it (scanners round positions)
+SLICE_SPACING_RTOL = 0.05
 # Files that MONAI's installed readers (nibabel, pydicom, numpy, PIL) read; SimpleITK reads everything else.
 _MONAI_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -54,17 +72,107 @@ def case_name(item: Mapping, image_key: str = "image", case_key: str = "case") -
 
 
 @cache
-def _monai_loader(dicom_folder: bool) -> LoadImage:
-    # A folder is a DICOM series; PydicomReader decodes JPEG 2000 through pylibjpeg-openjpeg.
-    reader = PydicomReader() if dicom_folder else None
-    return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
+def _monai_loader() -> LoadImage:
+    return LoadImage(image_only=True, ensure_channel_first=True)
 
 
-def _read_with_simpleitk(path: Path) -> MetaTensor:
+def _describe(uid: str, headers: list) -> str:
+    description = str(headers[0].get("SeriesDescription", "")).strip()
+    return f"{uid or '(no SeriesInstanceUID)'} {description!r} ({len(headers)} files)"
+
+
+def dicom_series_files(folder: str | Path, case: str, series: str | None = None) -> list[Path]:
+    """The files of the one DICOM series a folder holds (or of the chosen one), in slice order, checked.
+
+    Hidden files (``._name``, ``.DS_Store``) and files that are not DICOM are passed over.
+
+    Args:
+        folder: a folder of DICOM files.
+        case: the case id to name in errors.
+        series: the series to take where the folder holds several: its SeriesInstanceUID or its
+            SeriesDescription (case-insensitive).
+
+    Raises:
+        InvalidCaseError: naming the folder, when it holds no DICOM file; several series and none chosen (every
+            SeriesInstanceUID and SeriesDescription listed); a ``series`` that none matches; a single 2D image
+            (a volume needs several slices); or slice positions along the slice normal that are not evenly spaced
+            (the gap and where it is are named).
+    """
+    folder = Path(folder)
+    groups: dict[str, list] = {}
+    files = visible(p for p in folder.iterdir() if p.is_file())
+    for file in files:
+        if not pydicom.misc.is_dicom(file):
+            continue
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+        header.filename = str(file)
+        groups.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(header)
+    if not groups:
+        found = ", ".join(p.name for p in files[:5]) + (", ..." if len(files) > 5 else "") or "nothing"
+        raise InvalidCaseError(case, folder, f"is not a DICOM series folder: it holds no DICOM file (found {found})")
+    found = "; ".join(_describe(uid, headers) for uid, headers in groups.items())
+    if series is not None:
+        wanted = str(series).strip()
+        chosen = [
+            uid
+            for uid, headers in groups.items()
+            if wanted == uid or wanted.lower() == str(headers[0].get("SeriesDescription", "")).strip().lower()
+        ]
+        if len(chosen) != 1:
+            which = "matches no series" if not chosen else "matches several series"
+            raise InvalidCaseError(case, folder, f"series {wanted!r} {which}; the folder holds: {found}")
+        headers = groups[chosen[0]]
+    elif len(groups) > 1:
+        raise InvalidCaseError(
+            case,
+            folder,
+            f"holds {len(groups)} DICOM series: {found}. Choose one by its SeriesInstanceUID or SeriesDescription "
+            "(the item's 'series' entry, or the dicom_series setting), or put each series in a folder of its own",
+        )
+    else:
+        headers = next(iter(groups.values()))
+    if len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) < 2:
+        raise InvalidCaseError(
+            case, headers[0].filename, "is a single 2D DICOM image; a series needs several slices to make a volume"
+        )
+    return [Path(h.filename) for h in _checked_slice_order(headers, case, folder)]
+
+
+def _checked_slice_order(headers: list, case: str, folder: Path) -> list:
+    """Headers sorted along the slice normal; their positions must be evenly spaced (no missing slice)."""
+    try:
+        orientation = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
+        positions = np.asarray([h.ImagePositionPatient for h in headers], dtype=float)
+    except (AttributeError, TypeError, ValueError):
+        return headers  # without positions, the reader's own order is all there is
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = positions @ normal
+    order = np.argsort(along)
+    along = along[order]
+    headers = [headers[i] for i in order]
+    if len(along) < 3:
+        return headers
+    steps = np.diff(along)
+    spacing = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - spacing)))
+    if spacing <= 0 or abs(steps[worst] - spacing) > SLICE_SPACING_RTOL * spacing:
+        raise InvalidCaseError(
+            case,
+            folder,
+            f"slice positions are not evenly spaced: {steps[worst]:.3f} mm between the slices at "
+            f"{along[worst]:.2f} mm ({Path(headers[worst].filename).name}) and {along[worst + 1]:.2f} mm "
+            f"({Path(headers[worst + 1].filename).name}) where the others are {spacing:.3f} mm apart "
+            "(a missing or duplicated slice?). Stacking them would misplace every slice past the gap; "
+            "resample the series to even spacing first",
+        )
+    return headers
+
+
+def _read_with_simpleitk(path: Path, dicom_files: Sequence[Path] = ()) -> MetaTensor:
     """Read what MONAI's installed readers cannot (ITK formats without ``itk``, DICOM that only GDCM decodes)."""
     if path.is_dir():
         series = sitk.ImageSeriesReader()
-        series.SetFileNames(series.GetGDCMSeriesFileNames(str(path)))
+        series.SetFileNames([str(f) for f in dicom_files])
         image = series.Execute()
     else:
         image = sitk.ReadImage(str(path))
@@ -88,31 +196,47 @@ def _read_with_simpleitk(path: Path) -> MetaTensor:
     return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32), affine=affine, meta=meta)
 
 
-def read_volume(path: str | Path, case: str) -> MetaTensor:
+def _series_loader(folder: Path, files: Sequence[Path]) -> LoadImage:
+    """``PydicomReader`` restricted to the given files of ``folder`` (it globs the folder and matches names).
+
+    PydicomReader, not SimpleITK, reads series first: it decodes JPEG 2000 through pylibjpeg-openjpeg.
+    """
+    names = "|".join(re.escape(os.path.join(str(folder), f.name)) for f in files)
+    return LoadImage(reader=PydicomReader(fname_regex=f"(?:{names})$"), image_only=True, ensure_channel_first=True)
+
+
+def read_volume(path: str | Path, case: str, series: str | None = None) -> MetaTensor:
     """Read one file or DICOM series folder as a channel-first float32 ``MetaTensor`` with a RAS affine.
 
     MONAI's ``LoadImage`` chooses the reader (nibabel for NIfTI, pydicom for DICOM); SimpleITK reads what those
-    cannot. The voxels must all be finite.
+    cannot. A DICOM folder is checked first (:func:`dicom_series_files`). The voxels must all be finite.
 
     Args:
-        path: the file, or a folder holding one DICOM series.
+        path: the file, or a folder holding a DICOM series.
         case: the case id to name in errors.
+        series: for a DICOM folder holding several series, the one to read (SeriesInstanceUID or
+            SeriesDescription).
+
+    Returns:
+        ``(C, X, Y, Z)`` float32, ``C`` the volumes the file holds (1 for a 3D image).
 
     Raises:
-        InvalidCaseError: the path is missing, unreadable or corrupted, or holds NaN or infinite voxels.
+        InvalidCaseError: the path is missing, unreadable or corrupted, holds NaN or infinite voxels, or is a DICOM
+            folder that :func:`dicom_series_files` refuses.
     """
     path = Path(path)
     if not path.exists():
         raise InvalidCaseError(case, path, "file not found")
+    dicom_files = dicom_series_files(path, case, series) if path.is_dir() else []
     try:
-        volume = _monai_loader(path.is_dir())(path)
+        volume = (_series_loader(path, dicom_files) if dicom_files else _monai_loader())(path)
     except Exception as error:
         reason = f"unreadable or corrupted ({type(error).__name__}: {error})"
         # SimpleITK zero-fills a truncated .nii.gz without a word, so it never gets the files MONAI's readers own.
         if path.is_file() and path.name.lower().endswith(_MONAI_SUFFIXES):
             raise InvalidCaseError(case, path, reason) from error
         try:
-            volume = _read_with_simpleitk(path)
+            volume = _read_with_simpleitk(path, dicom_files)
         except Exception:
             raise InvalidCaseError(case, path, reason) from error
     if not torch.isfinite(volume).all():
@@ -134,26 +258,61 @@ def _check_same_grid(volume: MetaTensor, reference: MetaTensor, case: str, file:
         )
 
 
-def load_image_stack(files: str | Path | Sequence[str | Path], case: str) -> MetaTensor:
+def _series_of(series: str | Mapping[str, str] | None, modality: str | None) -> str | None:
+    """The DICOM series chosen for one modality: a mapping per modality, or one choice for every folder."""
+    if isinstance(series, Mapping):
+        return series.get(modality) if modality is not None else None
+    return series
+
+
+def load_image_stack(
+    files: str | Path | Sequence[str | Path],
+    case: str,
+    modalities: Sequence[str] | None = None,
+    series: str | Mapping[str, str] | None = None,
+) -> MetaTensor:
     """Read the modalities of one case and stack them channel-first.
 
     The result keeps the first modality's affine and meta data, so ``Invertd`` + ``SaveImaged`` write predictions
-    in the input's own space. A multi-channel file (e.g. a 4D Decathlon NIfTI) adds all its channels.
+    in the input's own space. With one file per modality each file must hold one volume: an (X, Y, Z, 1) file
+    is one volume, an (X, Y, Z, 2) file is refused, since its second volume would shift every later modality into
+    the wrong branch. A single file may hold every modality as its 4th axis (a 4D Decathlon NIfTI).
 
     Args:
-        files: one path per modality (a single path is one modality).
+        files: one path per modality (a single path is one modality, or all of them as a 4D file).
         case: the case id to name in errors.
+        modalities: the modality names, in the order of ``files``; it sets how many volumes are expected.
+        series: DICOM series to read from folders holding several (``{modality: UID or description}``, or one
+            choice for every folder); see :func:`dicom_series_files`.
+
+    Returns:
+        ``(M, X, Y, Z)`` float32, one channel per modality.
 
     Raises:
-        InvalidCaseError: a file is missing, unreadable, has NaN/inf voxels, or another shape or affine.
+        InvalidCaseError: a file is missing, unreadable, has NaN/inf voxels, another shape or affine, or holds
+            another number of volumes than expected (the case, file, its shape and the expected count named).
     """
     files = [files] if isinstance(files, str | Path) else list(files)
     if not files:
         raise InvalidCaseError(case, "", "no image file listed")
-    volumes = [read_volume(files[0], case)]
-    for file in files[1:]:
-        volume = read_volume(file, case)
-        _check_same_grid(volume, volumes[0], case, file, "modality")
+    names = list(modalities) if modalities is not None else [None] * len(files)
+    # one file per modality holds one volume each; a lone file may hold them all
+    per_file = len(names) if len(files) == 1 and modalities is not None else 1
+    if len(files) not in (1, len(names)):
+        raise InvalidCaseError(case, files[0], f"{len(files)} image files listed for modalities {names}")
+    volumes = []
+    for file, name in zip(files, names if len(files) == len(names) else [None], strict=True):
+        volume = read_volume(file, case, _series_of(series, name))
+        if volume.shape[0] != per_file and (len(files) > 1 or modalities is not None):
+            what = f"the {len(names)} volumes of {names}" if per_file > 1 else f"one {name or 'image'} volume"
+            raise InvalidCaseError(
+                case,
+                file,
+                f"holds {volume.shape[0]} volumes (shape {(*volume.shape[1:], volume.shape[0])}) where {what} "
+                "is expected; keep one volume per modality file",
+            )
+        if volumes:
+            _check_same_grid(volume, volumes[0], case, file, "modality")
         volumes.append(volume)
     if len(volumes) == 1:
         return volumes[0]
@@ -161,10 +320,41 @@ def load_image_stack(files: str | Path | Sequence[str | Path], case: str) -> Met
     return MetaTensor(stacked, meta=dict(volumes[0].meta), applied_operations=list(volumes[0].applied_operations))
 
 
+def _check_label_values(label: MetaTensor, label_values: Sequence[int], case: str, file: str | Path) -> MetaTensor:
+    """Round values within ``LABEL_ROUNDING_ATOL`` of a declared value; refuse the others, briefly."""
+    allowed = np.asarray(label_values, dtype=float)
+    found, counts = np.unique(label.as_tensor().numpy(), return_counts=True)
+    distance = np.abs(found[:, None] - allowed[None]).min(1)
+    bad = distance > LABEL_ROUNDING_ATOL
+    if bad.any():
+        shown = ", ".join(f"{v:g}" for v in found[bad][:5]) + (
+            f", ... ({int(bad.sum())} values)" if bad.sum() > 5 else ""
+        )
+        raise InvalidCaseError(
+            case,
+            file,
+            f"label values [{shown}] outside the declared set {list(label_values)}, in {int(counts[bad].sum())} voxels",
+        )
+    inexact = distance > 0
+    if inexact.any():
+        logger.info(
+            "case %r: file '%s': rounded %d voxels of float label values to the nearest declared value (within %g)",
+            case,
+            file,
+            int(counts[inexact].sum()),
+            LABEL_ROUNDING_ATOL,
+        )
+        label = label.round()
+    return label
+
+
 def load_label(
     file: str | Path, reference: MetaTensor, case: str, label_values: Sequence[int] | None = None
 ) -> MetaTensor:
     """Read a label map and check it against the case's stacked image.
+
+    Values within 1e-3 of a declared value (as a label map resampled or saved as float holds them, e.g. 1.9998)
+    are rounded to it, and the number of such voxels is logged.
 
     Args:
         file: the label file or DICOM folder.
@@ -172,18 +362,24 @@ def load_label(
         case: the case id to name in errors.
         label_values: the declared label set; ``None`` skips the value check.
 
+    Returns:
+        ``(1, X, Y, Z)`` float32 label values.
+
     Raises:
-        InvalidCaseError: the label is missing, unreadable, on another grid, or holds values outside the set.
+        InvalidCaseError: the label is missing, unreadable, holds several volumes, lies on another grid, or holds
+            values farther than 1e-3 from the set (up to five named, with their voxel count).
     """
     label = read_volume(file, case)
+    if label.shape[0] != 1:
+        raise InvalidCaseError(
+            case,
+            file,
+            f"holds {label.shape[0]} volumes (shape {(*label.shape[1:], label.shape[0])}) where one label map is "
+            "expected",
+        )
     _check_same_grid(label, reference, case, file, "label")
     if label_values is not None:
-        found = torch.unique(label.as_tensor()).numpy()
-        unexpected = ", ".join(f"{v:g}" for v in found[~np.isin(found, np.asarray(label_values))])
-        if unexpected:
-            raise InvalidCaseError(
-                case, file, f"label values [{unexpected}] outside the declared set {list(label_values)}"
-            )
+        label = _check_label_values(label, label_values, case, file)
     return label
 
 
@@ -191,45 +387,82 @@ def check_case(item: Mapping, label_values: Sequence[int] | None = None) -> None
     """Load every file of a datalist item and raise if anything is wrong with it.
 
     Args:
-        item: ``{"case": str, "image": [paths], "modalities": [names], "label": path}``; ``label`` optional.
+        item: ``{"case": str, "image": [paths], "modalities": [names], "label": path, "series": choice}``;
+            ``label``, ``modalities`` and ``series`` optional.
         label_values: the declared label set; ``None`` skips the value check.
 
     Raises:
         InvalidCaseError: naming the case and the file (see :func:`load_image_stack` and :func:`load_label`).
     """
     case = case_name(item)
-    image = load_image_stack(item["image"], case)
+    image = load_image_stack(item["image"], case, item.get("modalities"), item.get("series"))
     if item.get("label"):
         load_label(item["label"], image, case, label_values)
 
 
+class CaseList(list):
+    """Datalist items, plus the cases refused on the way (``skipped``, :class:`InvalidCaseError` each).
+
+    What :func:`validate_datalist` and the layout readers return with ``skip_invalid``, so the end of a run can
+    list what it left out (:func:`report_skipped_cases`).
+    """
+
+    def __init__(self, items=(), skipped=()) -> None:
+        super().__init__(items)
+        self.skipped: list[InvalidCaseError] = list(skipped)
+
+    def skip(self, error: InvalidCaseError) -> None:
+        """Record and log a refused case."""
+        logger.warning("skipping invalid %s", error)
+        self.skipped.append(error)
+
+
 def validate_datalist(
     datalist: Sequence[Mapping], label_values: Sequence[int] | None = None, skip_invalid: bool = False
-) -> list[dict]:
-    """Check every item of a datalist before training starts.
+) -> CaseList:
+    """Check every item of a datalist before training or inference starts.
 
     Args:
-        datalist: datalist items as :func:`check_case` takes them.
+        datalist: datalist items as :func:`check_case` takes them (a :class:`CaseList` keeps its skipped cases).
         label_values: the declared label set; ``None`` skips the value check.
         skip_invalid: log a warning naming the case and file and drop the item, instead of raising.
 
     Returns:
-        The valid items, in order.
+        The valid items, in order, with every skipped case in ``skipped``.
 
     Raises:
         InvalidCaseError: the first bad case, when ``skip_invalid`` is false.
-        ValueError: no valid item is left.
+        InputError: no valid case is left.
     """
-    valid = []
+    earlier = list(getattr(datalist, "skipped", ()))
+    valid = CaseList(skipped=earlier)
     for item in datalist:
         try:
             check_case(item, label_values)
         except InvalidCaseError as error:
             if not skip_invalid:
                 raise
-            logger.warning("skipping invalid %s", error)
+            valid.skip(error)
             continue
         valid.append(dict(item))
     if not valid:
-        raise ValueError(f"no valid case left out of {len(datalist)}")
+        raise InputError(f"no valid case left out of {len(datalist) + len(earlier)}")
     return valid
+
+
+def report_skipped_cases(datalist: Sequence[Mapping]) -> None:
+    """End a run that skipped cases with a non-zero exit code and the list of what was skipped and why.
+
+    For the last step of a bundle's ``run``: the run has written everything it could; a caller scripting it
+    must still learn that some cases got nothing.
+
+    Raises:
+        SystemExit: when ``datalist`` (a :class:`CaseList`) skipped any case; the message counts and names them.
+    """
+    skipped = getattr(datalist, "skipped", [])
+    if skipped:
+        lines = "\n".join(f"  {error}" for error in skipped)
+        raise SystemExit(
+            f"{len(skipped)} of {len(datalist) + len(skipped)} cases were skipped as invalid "
+            f"(skip_invalid), and got no output:\n{lines}"
+        )

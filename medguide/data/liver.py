@@ -25,11 +25,11 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError
+from medguide.data.files import NIFTI_SUFFIXES, visible
 
 __all__ = ["decathlon_datalist", "dicom_series_datalist"]
-
-_NIFTI = (".nii.gz", ".nii")
 
 
 def _stem(path: str) -> str:
@@ -93,46 +93,64 @@ def decathlon_datalist(
 
 
 def _phase_path(case_dir: Path, phase: str) -> Path | None:
-    """The phase's DICOM folder or NIfTI file in a case folder, matched case-insensitively."""
-    for path in sorted(case_dir.iterdir()):
+    """The phase's DICOM folder or NIfTI file in a case folder, matched case-insensitively; hidden files passed over."""
+    for path in visible(case_dir.iterdir()):
         name = path.name.lower()
-        if (path.is_dir() and name == phase.lower()) or name in {phase.lower() + ext for ext in _NIFTI}:
+        if (path.is_dir() and name == phase.lower()) or name in {phase.lower() + ext for ext in NIFTI_SUFFIXES}:
             return path
     return None
 
 
 def dicom_series_datalist(
-    dataset_dir: str | Path, phases: Sequence[str] = ("arterial", "venous"), require_all: bool = True
-) -> list[dict]:
+    dataset_dir: str | Path,
+    phases: Sequence[str] = ("arterial", "venous"),
+    require_all: bool = True,
+    series: str | Mapping[str, str] | None = None,
+    skip_invalid: bool = False,
+) -> CaseList:
     """Datalist items for inference from one folder per case holding one DICOM series (or NIfTI) per phase.
 
-    A phase is a sub-folder named after it (one DICOM series) or a ``<phase>.nii.gz`` file, matched
+    A phase is a sub-folder named after it (a DICOM series) or a ``<phase>.nii.gz`` file, matched
     case-insensitively. A case folder with no phase entry but files of its own is one DICOM series, read as a
-    single-phase case of ``phases[0]``. Items are ``{"case", "image", "modalities"}``.
+    single-phase case of ``phases[0]`` (a folder whose files are not DICOM is refused when it is loaded, named as
+    not a case). Items are ``{"case", "image", "modalities"}``, plus ``"series"`` when one is chosen. Hidden
+    files and folders (``._<name>``, ``.DS_Store``) are passed over.
 
     Args:
         dataset_dir: folder holding one folder per case.
         phases: phase names, in channel order.
         require_all: a case lacking a phase is an error; false keeps cases with a non-empty subset.
+        series: where a phase folder holds several DICOM series, the one to read: its SeriesInstanceUID or
+            SeriesDescription, for every folder, or ``{phase: choice}``.
+        skip_invalid: log and leave out a case that lacks a required phase, instead of raising (the result's
+            ``skipped`` lists them).
 
     Raises:
         FileNotFoundError: ``dataset_dir`` is missing or holds no case folder.
-        InvalidCaseError: a case lacks a required phase.
+        InvalidCaseError: a case lacks a required phase, without ``skip_invalid``.
     """
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"case folder not found: {dataset_dir}")
-    items = []
-    for case_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
+    items = CaseList()
+    for case_dir in visible(p for p in dataset_dir.iterdir() if p.is_dir()):
         found = {phase: _phase_path(case_dir, phase) for phase in phases}
         present = [phase for phase in phases if found[phase] is not None]
-        if not present and any(p.is_file() for p in case_dir.iterdir()):
-            items.append({"case": case_dir.name, "image": [str(case_dir)], "modalities": [phases[0]]})
-            continue
-        absent = [phase for phase in phases if found[phase] is None]
-        if absent and (require_all or not present):
-            raise InvalidCaseError(case_dir.name, case_dir / absent[0], f"missing {absent[0]} phase")
-        items.append({"case": case_dir.name, "image": [str(found[phase]) for phase in present], "modalities": present})
-    if not items:
+        if not present and visible(p for p in case_dir.iterdir() if p.is_file()):
+            # files of its own and no phase entry: one series, the first phase
+            item = {"case": case_dir.name, "image": [str(case_dir)], "modalities": [phases[0]]}
+        else:
+            item = {"case": case_dir.name, "image": [str(found[p]) for p in present], "modalities": present}
+            absent = [phase for phase in phases if found[phase] is None]
+            if absent and (require_all or not present):
+                error = InvalidCaseError(case_dir.name, case_dir / absent[0], f"missing {absent[0]} phase")
+                if not skip_invalid:
+                    raise error
+                items.skip(error)
+                continue
+        if series is not None:
+            item["series"] = series
+        items.append(item)
+    if not items and not items.skipped:
         raise FileNotFoundError(f"no case folder found in {dataset_dir} (expected <case>/<phase>/ DICOM series)")
     return items

@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
-__all__ = ["SubsetTable", "atomic_write_text", "nonempty_subsets"]
+from medguide.data.files import atomic_write_text
+from medguide.metrics import conventions
+
+__all__ = ["SubsetTable", "nonempty_subsets"]
 
 
 def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -27,63 +27,64 @@ def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class SubsetTable:
-    """Accumulates Dice and HD95 per region for each modality subset; renders CSV and markdown.
+    """Accumulates Dice and HD95 per case and region for each modality subset; renders CSV and markdown.
 
-    Each value is the mean over the cases where it is defined: HD95 of a case whose prediction (or label) of a
-    region is empty is left out, and a column with no defined value reads ``n/a``.
+    Every case counts in every mean: a region empty in the reference or the prediction is scored by the BraTS
+    convention (:mod:`medguide.metrics.conventions`), which :attr:`caption` states under the markdown table. Dice
+    is MONAI's ``DiceMetric(ignore_empty=False)``, the bundles' ``val_mean_dice``, so the table's Dice agrees with
+    the training log and ``metrics.csv``.
 
     Args:
         regions: region names, one per channel of the one-hot predictions and labels it is given.
-        hd95: also compute the 95th-percentile Hausdorff distance (in voxels of the evaluated grid).
+        hd95: also compute the symmetric 95th-percentile Hausdorff distance, in voxels of the evaluated grid.
     """
 
     def __init__(self, regions: Sequence[str], hd95: bool = True) -> None:
         self.regions = list(regions)
         self.hd95 = hd95
-        self.metrics: dict[tuple[str, ...], dict[str, object]] = {}
+        self.scores: dict[tuple[str, ...], dict[str, list[torch.Tensor]]] = {}
+        self.grids: set[tuple[int, ...]] = set()
 
     def update(self, subset: Sequence[str], y_pred: torch.Tensor, y: torch.Tensor) -> None:
-        """Add a batch of one-hot predictions and labels ([B, regions, ...]) for ``subset``."""
-        subset = tuple(subset)
-        if subset not in self.metrics:
-            self.metrics[subset] = {"Dice": DiceMetric(include_background=True, reduction="none")}
-            if self.hd95:
-                self.metrics[subset]["HD95"] = HausdorffDistanceMetric(
-                    include_background=True, percentile=95, reduction="none"
-                )
-        for metric in self.metrics[subset].values():
-            metric(y_pred=y_pred, y=y)
+        """Add a batch for ``subset``: binary one-hot predictions and labels, both [B, regions, *spatial].
+
+        Raises:
+            ValueError: when ``y_pred`` and ``y`` differ in shape or do not have one channel per region.
+        """
+        if y.ndim < 3 or y.shape[1] != len(self.regions):
+            raise ValueError(f"expected [B, {len(self.regions)} regions, *spatial], got {tuple(y.shape)}.")
+        scores = self.scores.setdefault(tuple(subset), {"Dice": []} | ({"HD95": []} if self.hd95 else {}))
+        scores["Dice"].append(conventions.dice(y_pred, y))
+        if self.hd95:
+            scores["HD95"].append(conventions.hd95(y_pred, y))
+        self.grids.add(tuple(y.shape[2:]))
 
     def rows(self) -> list[dict[str, object]]:
-        """One row per subset: ``modalities``, ``n`` and ``<metric> <region>`` columns, plus the mean Dice."""
+        """One row per subset: ``modalities``, ``n`` (cases), ``<metric> <region>`` means over the cases, and
+        ``Dice mean``, the mean over regions of the Dice columns (Dice in [0, 1], HD95 in voxels)."""
         rows = []
-        for subset, metrics in self.metrics.items():
-            row: dict[str, object] = {"modalities": "+".join(subset), "n": None}
-            for name, metric in metrics.items():
-                per_case = metric.get_buffer().float()
-                row["n"] = len(per_case)
-                # an empty prediction has no surface: MONAI gives nan/inf there, and its reduction then reports 0
-                finite = torch.isfinite(per_case)
-                values = torch.where(finite, per_case, 0).sum(0) / finite.sum(0)
-                for region, value in zip(self.regions, values.tolist()):
+        for subset, scores in self.scores.items():
+            row: dict[str, object] = {"modalities": "+".join(subset), "n": sum(len(s) for s in scores["Dice"])}
+            for name, per_batch in scores.items():
+                for region, value in zip(self.regions, torch.cat(per_batch).mean(0).tolist()):
                     row[f"{name} {region}"] = value
             row["Dice mean"] = sum(row[f"Dice {r}"] for r in self.regions) / len(self.regions)
             rows.append(row)
         return rows
 
+    @property
+    def caption(self) -> str:
+        """The empty-region convention, with the grid diagonal (in voxels) of each grid evaluated so far."""
+        if not self.grids:
+            return f"{conventions.EMPTY_REGION_CONVENTION}."
+        diagonals = [f"{conventions.grid_diagonal(g):.2f} for {'x'.join(map(str, g))}" for g in sorted(self.grids)]
+        return f"{conventions.EMPTY_REGION_CONVENTION} ({', '.join(diagonals)} voxels)."
+
     def reset(self) -> None:
-        self.metrics = {}
+        """Forget every score, to start a new evaluation."""
+        self.scores = {}
+        self.grids = set()
 
     def to_csv(self) -> str:
         rows = self.rows()
@@ -96,19 +97,18 @@ class SubsetTable:
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
+        """The rows as a markdown table, values to three decimals, with :attr:`caption` under it."""
         rows = self.rows()
         if not rows:
             return ""
         columns = list(rows[0])
 
         def cell(value: object) -> str:
-            if isinstance(value, float):
-                return "n/a" if math.isnan(value) or math.isinf(value) else f"{value:.3f}"
-            return str(value)
+            return f"{value:.3f}" if isinstance(value, float) else str(value)
 
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, "", self.caption]) + "\n"
 
     def save(self, output_dir: str | os.PathLike, name: str = "missing_modality_table") -> tuple[Path, Path]:
         """Write ``<name>.csv`` and ``<name>.md`` atomically into ``output_dir``; returns their paths."""

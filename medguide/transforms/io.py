@@ -23,7 +23,8 @@ class LoadCased(MapTransform):
 
     Every failure raises :class:`medguide.data.InvalidCaseError` naming the case (``data[case_key]``, else the first
     file's stem) and the file: missing, unreadable or corrupted file, NaN or infinite voxels, a modality or label
-    with another shape or affine, label values outside ``label_values``. The checks are those of
+    with another shape or affine, a file with several volumes where one is expected, a DICOM folder with several
+    series, one slice or a missing slice, label values outside ``label_values``. The checks are those of
     :func:`medguide.data.check_case`.
 
     Example:
@@ -35,6 +36,7 @@ class LoadCased(MapTransform):
         keys: the image key first, then label keys.
         label_values: the declared label set; ``None`` skips the value check.
         case_key: key of the case id used in error messages.
+        modality_key: key of the list naming each image file's modality (sets how many volumes each holds).
         allow_missing_keys: skip absent keys (e.g. no label at inference).
     """
 
@@ -43,11 +45,13 @@ class LoadCased(MapTransform):
         keys: KeysCollection = ("image", "label"),
         label_values: Sequence[int] | None = None,
         case_key: str = "case",
+        modality_key: str = "modalities",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_values = None if label_values is None else tuple(label_values)
         self.case_key = case_key
+        self.modality_key = modality_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         """Replace the paths under ``keys`` by the loaded tensors.
@@ -61,7 +65,8 @@ class LoadCased(MapTransform):
         image = None
         for key in self.key_iterator(d):
             if key == image_key:
-                d[key] = image = load_image_stack(d[key], case)
+                # an item's "series" chooses the DICOM series of folders that hold several
+                d[key] = image = load_image_stack(d[key], case, d.get(self.modality_key), d.get("series"))
                 # outputs are named by the case (medguide.data.case_name_formatter), not by its first file
                 image.meta["case"] = case
             elif image is None:

@@ -23,6 +23,7 @@ from medguide.data import (
     make_liver_dataset,
 )
 from medguide.transforms import LoadCased
+from tests.dicom import write_dicom_series
 
 SHAPE = (24, 24, 24)
 
@@ -35,31 +36,6 @@ def brats(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def liver(tmp_path_factory) -> Path:
     return make_liver_dataset(tmp_path_factory.mktemp("liver"), num_cases=2, shape=SHAPE, num_test=1)
-
-
-def write_dicom_series(volume: np.ndarray, folder: Path, spacing=(0.8, 0.8, 2.5)) -> None:
-    """One CT series of axial slices; ``volume`` is (x, y, z) as MONAI holds it."""
-    folder.mkdir(parents=True)
-    image = sitk.GetImageFromArray(volume.transpose(2, 1, 0).astype(np.int16))
-    image.SetSpacing(spacing)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series = "1.2.826.0.1.3680043.2.1125.1"
-    for z in range(image.GetDepth()):
-        slice_ = image[:, :, z]
-        position = image.TransformIndexToPhysicalPoint((0, 0, z))
-        for tag, value in {
-            "0008|0060": "CT",
-            "0020|000d": series + ".0",
-            "0020|000e": series,
-            "0020|0013": str(z + 1),
-            "0020|0032": "\\".join(f"{p:.4f}" for p in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0018|0050": str(spacing[2]),
-        }.items():
-            slice_.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(slice_)
 
 
 def test_brats_2023_naming(brats):

@@ -1,0 +1,146 @@
+"""File-level helpers every reader and writer shares: atomic writes, image suffixes, hidden files, input/output paths.
+
+Writers put their bytes in a temporary file beside the target and rename it into place, so a stopped run never
+leaves half a file and readers never see one; the renamed file gets the mode a plain ``open()`` would give it
+under the user's umask (``tempfile.mkstemp`` alone makes it 0600, unreadable for colleagues on a shared server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from medguide.data.errors import InputError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "atomic_target",
+    "atomic_write_text",
+    "check_output_dir",
+    "image_suffix",
+    "is_hidden",
+    "visible",
+]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# multi-part suffixes first, so ".nii.gz" is not taken for ".gz"
+IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def image_suffix(path: str | os.PathLike) -> str:
+    """The image suffix of a file name, case kept (``.nii.gz`` for ``x.nii.gz``; else the last suffix)."""
+    name = Path(path).name
+    return next((name[-len(s) :] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), Path(name).suffix)
+
+
+def is_hidden(path: str | os.PathLike) -> bool:
+    """Whether a file or folder is hidden: a dot name, such as macOS's ``._<name>`` resource forks or ``.DS_Store``.
+
+    Copies from a Mac disk put a ``._<name>`` beside every file; they are not images, and a reader that takes them
+    for one finds "a second flair file" or an unreadable series.
+    """
+    return Path(path).name.startswith(".")
+
+
+def visible(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without the hidden ones (see :func:`is_hidden`), sorted."""
+    return sorted(p for p in paths if not is_hidden(p))
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends without error.
+
+    The temporary file keeps the target's image suffix (writers pick the format from it), is removed when the
+    block raises, and gets the mode a new file gets under the user's umask before the rename.
+
+    Example:
+        >>> with atomic_target("out/case_seg.nii.gz") as tmp:
+        ...     nib.save(image, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=image_suffix(path) or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so no reader sees half a file."""
+    with atomic_target(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text)
+
+
+def _input_files(datalist: Sequence[Mapping], keys: Sequence[str]) -> dict[Path, str]:
+    """{resolved input file or folder: its case} of every path under ``keys`` in the datalist."""
+    files = {}
+    for item in datalist:
+        for key in keys:
+            value = item.get(key)
+            for path in [value] if isinstance(value, str | os.PathLike) else value or []:
+                files[Path(path).resolve()] = str(item.get("case", ""))
+    return files
+
+
+def check_output_dir(
+    output_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    datalist: Sequence[Mapping] = (),
+    output_suffix: str | None = None,
+    allow_inside_data: bool = False,
+    keys: Sequence[str] = ("image", "label"),
+) -> Path:
+    """Refuse an output folder that would mix outputs into the data set or write over one of its files.
+
+    A prediction written into a case folder can replace that case's ground truth (``<case>_seg.nii.gz``), and
+    outputs left in the data folder are read as cases by the next run. So an ``output_dir`` inside ``data_dir`` (or
+    equal to it) is refused unless ``allow_inside_data``, and even then no output may land on an input file.
+
+    Args:
+        output_dir: where the run writes.
+        data_dir: the data set's root folder.
+        datalist: the run's items; their files under ``keys`` are the inputs that are never overwritten.
+        output_suffix: the run writes ``<case><output_suffix>`` into ``output_dir`` for every item (e.g.
+            ``"_seg.nii.gz"``); ``None`` when it writes no per-case file.
+        allow_inside_data: the user asked for an output folder inside the data set.
+        keys: item keys holding input paths.
+
+    Returns:
+        ``output_dir`` as a resolved path.
+
+    Raises:
+        InputError: naming both paths, when the output folder lies in the data set (without ``allow_inside_data``)
+            or an output would overwrite an input file.
+    """
+    output, data = Path(output_dir).resolve(), Path(data_dir).resolve()
+    inputs = _input_files(datalist, keys)
+    for item in datalist if output_suffix is not None else ():
+        target = output / f"{item.get('case')}{output_suffix}"
+        if target in inputs:
+            raise InputError(
+                f"output '{target}' would overwrite an input file of case {inputs[target]!r}; "
+                f"choose an output_dir outside the data set '{data}'."
+            )
+    if not allow_inside_data and (output == data or data in output.parents):
+        raise InputError(
+            f"output_dir '{output}' is inside the data set '{data}': outputs there can replace input files and are "
+            "read as cases by the next run. Choose an output_dir outside it, or set allow_output_in_data true."
+        )
+    return output
