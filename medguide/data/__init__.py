@@ -17,7 +17,7 @@ from medguide.data.checks import (
     report_skipped_cases,
     validate_datalist,
 )
-from medguide.data.errors import InputError, InvalidCaseError, plain_input_errors
+from medguide.data.errors import InputError, InvalidCaseError, flag, plain_input_errors
 from medguide.data.files import atomic_target, atomic_write_text, check_output_dir, is_hidden
 from medguide.data.liver import decathlon_datalist, dicom_series_datalist
 from medguide.data.synthetic import dataset_dir_or_synthetic, make_brats_dataset, make_dataset, make_liver_dataset
@@ -42,6 +42,7 @@ __all__ = [
     "decathlon_datalist",
     "dicom_series_datalist",
     "dicom_series_files",
+    "flag",
     "is_hidden",
     "load_image_stack",
     "load_label",

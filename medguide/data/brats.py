@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medguide.data.checks import CaseList
-from medguide.data.errors import InvalidCaseError
+from medguide.data.errors import InvalidCaseError, flag
 from medguide.data.files import visible
 
 __all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
@@ -213,7 +213,7 @@ def brats_datalist(
             expected = folder / f"{case}{suffixes[absent[0]]}.nii.gz"
             error = InvalidCaseError(case, expected, f"missing {absent[0]} file (found {sorted(roles)})")
         if error is not None:
-            if not skip_invalid:
+            if not flag(skip_invalid, "skip_invalid"):
                 raise error
             items.skip(error)
             continue

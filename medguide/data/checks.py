@@ -30,7 +30,7 @@ from monai.data import MetaTensor, PydicomReader
 from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImage
 
-from medguide.data.errors import InputError, InvalidCaseError
+from medguide.data.errors import InputError, InvalidCaseError, flag
 from medguide.data.files import visible
 
 __all__ = [
@@ -440,13 +440,14 @@ def validate_datalist(
         try:
             check_case(item, label_values)
         except InvalidCaseError as error:
-            if not skip_invalid:
+            if not flag(skip_invalid, "skip_invalid"):
                 raise
             valid.skip(error)
             continue
         valid.append(dict(item))
     if not valid:
-        raise InputError(f"no valid case left out of {len(datalist) + len(earlier)}")
+        reasons = "".join(f"\n  {error}" for error in valid.skipped)
+        raise InputError(f"no valid case left out of {len(datalist) + len(earlier)}:{reasons}")
     return valid
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-__all__ = ["InputError", "InvalidCaseError", "plain_input_errors"]
+__all__ = ["InputError", "InvalidCaseError", "flag", "plain_input_errors"]
 
 
 class InputError(ValueError):
@@ -41,6 +41,22 @@ class InvalidCaseError(InputError):
     def __reduce__(self):
         # DataLoader workers pickle exceptions; the default would call __init__ with the message only.
         return type(self), (self.case, self.file, self.reason)
+
+
+def flag(value: bool | str | int, setting: str) -> bool:
+    """A yes/no setting as given on a command line: a bool, ``0``/``1``, or ``"true"``/``"false"`` in any case.
+
+    ``python -m monai.bundle run --skip_invalid false`` hands the config the string ``'false'``, which Python takes
+    for true; a setting read through this function means what the user typed.
+
+    Raises:
+        InputError: naming the setting, for any other value.
+    """
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    raise InputError(f"{setting} must be true or false, got {value!r}")
 
 
 def _input_error(error: BaseException | None) -> InputError | None:

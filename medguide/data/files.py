@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from medguide.data.errors import InputError
+from medguide.data.errors import InputError, flag
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -138,7 +138,7 @@ def check_output_dir(
                 f"output '{target}' would overwrite an input file of case {inputs[target]!r}; "
                 f"choose an output_dir outside the data set '{data}'."
             )
-    if not allow_inside_data and (output == data or data in output.parents):
+    if not flag(allow_inside_data, "allow_output_in_data") and (output == data or data in output.parents):
         raise InputError(
             f"output_dir '{output}' is inside the data set '{data}': outputs there can replace input files and are "
             "read as cases by the next run. Choose an output_dir outside it, or set allow_output_in_data true."

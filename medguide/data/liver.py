@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medguide.data.checks import CaseList
-from medguide.data.errors import InvalidCaseError
+from medguide.data.errors import InvalidCaseError, flag
 from medguide.data.files import NIFTI_SUFFIXES, visible
 
 __all__ = ["decathlon_datalist", "dicom_series_datalist"]
@@ -144,7 +144,7 @@ def dicom_series_datalist(
             absent = [phase for phase in phases if found[phase] is None]
             if absent and (require_all or not present):
                 error = InvalidCaseError(case_dir.name, case_dir / absent[0], f"missing {absent[0]} phase")
-                if not skip_invalid:
+                if not flag(skip_invalid, "skip_invalid"):
                     raise error
                 items.skip(error)
                 continue

@@ -30,10 +30,10 @@ def overrides(values: dict) -> list[str]:
     return args
 
 
-def bundle(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle <args>`` from the repository root; fail with its output when it fails."""
+def _run(args: tuple[str, ...], timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
+    env.pop("MEDGUIDE_TRACEBACK", None)
+    return subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=REPO,
         env=env,
@@ -41,8 +41,22 @@ def bundle(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def bundle(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle <args>`` from the repository root; fail with its output when it fails."""
+    result = _run(args, timeout)
     assert result.returncode == 0, f"monai.bundle {args[0]} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def bundle_fails(*args: str, timeout: int = 600) -> str:
+    """Run ``python -m monai.bundle <args>``, which must exit non-zero; the last lines of its stderr, stripped."""
+    result = _run(args, timeout)
+    assert result.returncode != 0, (
+        f"monai.bundle {args[0]} succeeded:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stderr.strip()
 
 
 def train_tiny(data: Path, root: Path, configs_dir: Path) -> dict:

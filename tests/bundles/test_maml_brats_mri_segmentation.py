@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +21,7 @@ from tests.bundles.helpers import (
     TINY,
     TRAIN,
     bundle,
+    bundle_fails,
     config_list,
     configs,
     evaluate_table,
@@ -62,6 +68,10 @@ def test_inference_writes_brats_labels_in_the_input_space(trained):
         assert predicted.shape == reference.shape
         np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
         assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
+        # readable by whoever the umask allows, as any new file (the temporary file's 0600 used to stay)
+        umask = os.umask(0)
+        os.umask(umask)
+        assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask
     assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
 
 
@@ -136,3 +146,58 @@ def test_two_cpu_processes_train_together(tmp_path):
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
     # channels-last weights whose gradients DDP would have to copy into its buckets at every step
     assert "Grad strides do not match bucket view strides" not in result.stderr
+
+
+def _infer(common: dict, **values) -> list[str]:
+    """The inference command's arguments on the trained tiny bundle, with ``values`` overridden."""
+    return ["run", "--config_file", str(CONFIGS / "inference.json"), *overrides({**TINY, **common, **values})]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_output_folder_inside_the_data_is_refused_and_the_reference_kept(trained, tmp_path):
+    _, data, common = trained
+    case = sorted(p for p in data.iterdir() if p.is_dir())[0]
+    reference = case / f"{case.name}_seg.nii.gz"
+    before = _digest(reference)
+    for output_dir, allow in ((case, False), (data, False), (case, True)):
+        last = bundle_fails(*_infer(common, output_dir=str(output_dir), allow_output_in_data=allow))
+        assert str(output_dir) in last and (str(data) in last or str(reference) in last), last[-2000:]
+        assert "Failed to evaluate" not in last.splitlines()[-1]
+    assert _digest(reference) == before and not list(case.glob(".*"))
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in data.iterdir() if p.is_dir())
+
+
+def test_one_bad_case_is_named_last_or_skipped_and_the_good_ones_predicted(trained, tmp_path):
+    _, data, common = trained
+    cases = sorted(p for p in data.iterdir() if p.is_dir())[:2]
+    inputs = tmp_path / "inputs"
+    for case in cases:
+        shutil.copytree(case, inputs / case.name, ignore=shutil.ignore_patterns("*_seg.nii.gz"))
+    broken = inputs / cases[0].name / f"{cases[0].name}_t1ce.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:300])  # a truncated copy
+    out = tmp_path / "out"
+    last = bundle_fails(*_infer(common, dataset_dir=str(inputs), output_dir=str(out)))
+    assert cases[0].name in last.splitlines()[-1] and broken.name in last.splitlines()[-1], last[-2000:]
+    assert len(last.splitlines()) < 10, last  # the message, not a 250-line traceback
+    last = bundle_fails(*_infer(common, dataset_dir=str(inputs), output_dir=str(out), skip_invalid=True))
+    assert (out / f"{cases[1].name}_seg.nii.gz").is_file() and not (out / f"{cases[0].name}_seg.nii.gz").exists()
+    assert "1 of 2 cases were skipped" in last and broken.name in last.splitlines()[-1], last[-2000:]
+
+
+def test_a_one_slice_volume_gets_a_one_slice_prediction(trained, tmp_path):
+    _, _, common = trained
+    source = make_brats_dataset(tmp_path / "thick", num_cases=1, shape=(40, 40, 8), seed=3)
+    (case,) = [p for p in source.iterdir() if p.is_dir()]
+    inputs = tmp_path / "inputs" / case.name
+    inputs.mkdir(parents=True)
+    for file in (f for f in case.glob("*.nii.gz") if not f.name.endswith("_seg.nii.gz")):
+        image = nib.load(file)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :, 4:5], image.affine), inputs / file.name)
+    out = tmp_path / "out"
+    bundle(*_infer(common, dataset_dir=str(inputs.parent), output_dir=str(out)))
+    predicted = nib.load(out / f"{case.name}_seg.nii.gz")
+    assert predicted.shape == (40, 40, 1)
+    np.testing.assert_allclose(predicted.affine, nib.load(inputs / f"{case.name}_flair.nii.gz").affine, atol=1e-4)

@@ -12,12 +12,14 @@ from medguide.data import decathlon_datalist, make_liver_dataset
 from tests.bundles.helpers import (
     TINY,
     bundle,
+    bundle_fails,
     configs,
     evaluate_table,
     export_matches_network,
     overrides,
     train_tiny,
 )
+from tests.dicom import write_dicom_series
 
 CONFIGS = configs("maml_liver_tumor_ct_segmentation")
 REAL = "totalseg-ct-mr-organs"
@@ -101,3 +103,24 @@ def test_inference_on_real_single_phase_ct(trained, sample_data, tmp_path, sourc
     assert predicted.shape == tuple(reference.shape)
     np.testing.assert_allclose(predicted.affine, np.asarray(reference.affine), atol=1e-3)
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
+
+
+def test_dicom_folders_with_two_series_or_no_series_are_named(trained, tmp_path):
+    """Two reconstructions in one phase folder: refused with both, then read by the chosen one; a stray folder."""
+    _, data, common = trained
+    volume = np.asarray(nib.load(decathlon_datalist(data, section="test")[0]["image"][1]).dataobj)
+    venous = tmp_path / "cases" / "case1" / "venous"
+    write_dicom_series(volume, venous, series_uid="1.2.3.1", description="Venous 5mm", prefix="a")
+    write_dicom_series(volume[::-1], venous, series_uid="1.2.3.2", description="Venous recon", prefix="b")
+    (tmp_path / "cases" / "notes").mkdir()
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "cases" / "notes" / "scan.nii.gz")
+    out = tmp_path / "out"
+    values = {**TINY, **common, "input_format": "dicom", "dataset_dir": str(tmp_path / "cases"), "output_dir": str(out)}
+    args = ["run", "--config_file", str(CONFIGS / "inference.json")]
+    last = bundle_fails(*args, *overrides({**values, "skip_invalid": True}))
+    assert "no valid case left out of 2" in last and "1.2.3.1" in last and "'Venous recon'" in last, last[-2000:]
+    assert "notes" in last and "not a DICOM series folder" in last
+    last = bundle_fails(*args, *overrides({**values, "dicom_series": "Venous 5mm", "skip_invalid": True}))
+    assert "1 of 2 cases were skipped" in last.splitlines()[-2] and "notes" in last.splitlines()[-1], last[-2000:]
+    predicted = nib.load(out / "case1_seg.nii.gz")
+    assert predicted.shape == volume.shape
