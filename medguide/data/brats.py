@@ -149,8 +149,15 @@ def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, st
     found: dict[tuple[str, Path], dict[str, tuple[Path, str]]] = {}
     errors: dict[tuple[str, Path], InvalidCaseError] = {}
     for folder in [dataset_dir, *visible(p for p in dataset_dir.iterdir() if p.is_dir())]:
-        for file in visible(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name)):
-            classified = _classify(file)
+        files = visible(p for p in folder.iterdir() if p.is_file())
+        classified_files = [(f, _classify(f)) for f in files if _NIFTI.search(f.name)]
+        if folder != dataset_dir and files and not any(c for _, c in classified_files):
+            # a folder of something else among the cases (DICOM, notes, unnamed NIfTI) is said, not ignored
+            shown = ", ".join(f.name for f in files[:5]) + (", ..." if len(files) > 5 else "")
+            reason = f"is not a BraTS case folder: no sequence file named as BraTS names them (found {shown})"
+            found[(folder.name, folder)] = {}
+            errors[(folder.name, folder)] = InvalidCaseError(folder.name, folder, reason)
+        for file, classified in classified_files:
             if classified is None:
                 continue
             role, prefix, naming = classified
@@ -201,7 +208,7 @@ def brats_datalist(
         raise ValueError(f"unknown BraTS modalities {unknown}; expected some of {BRATS_MODALITIES}")
     items = CaseList()
     for case, folder, roles, error in _groups(dataset_dir):
-        naming = next(iter(roles.values()))[1]
+        naming = next(iter(roles.values()))[1] if roles else "2021"
         suffixes = _SUFFIXES.get(naming, _SUFFIXES["2021"])
         present = [m for m in wanted if m in roles]
         absent = [m for m in wanted if m not in roles]

@@ -210,6 +210,18 @@ def test_a_folder_that_is_not_a_case_is_named_and_skipped_or_refused(tmp_path, v
     assert [item["case"] for item in valid] == ["case1"] and [e.case for e in valid.skipped] == ["notes"]
 
 
+def test_a_folder_among_brats_cases_that_is_not_a_case_is_named(brats):
+    (brats / "dicom_export").mkdir()
+    (brats / "dicom_export" / "IM0001").write_bytes(b"\0" * 200)
+    with pytest.raises(InvalidCaseError, match=r"case 'dicom_export'.*not a BraTS case folder.*IM0001"):
+        brats_datalist(brats)
+    items = brats_datalist(brats, skip_invalid=True)
+    assert len(items) == 2 and [e.case for e in items.skipped] == ["dicom_export"]
+    with pytest.raises(InputError, match="skip_invalid must be true or false"):
+        brats_datalist(brats, skip_invalid="maybe")
+    assert len(brats_datalist(brats, skip_invalid="True")) == 2
+
+
 # -- outputs -------------------------------------------------------------------------------------------------------
 
 
