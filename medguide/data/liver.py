@@ -46,8 +46,9 @@ def decathlon_datalist(
     """Read one section of a Decathlon-style ``dataset.json`` into datalist items.
 
     Items are ``{"case", "image": [phase files], "modalities": [phase names], "label"}`` (no ``label`` in a test
-    section). The case id is the entry's ``"case"``, else the label's stem, else the first image's stem without
-    its nnU-Net channel suffix (``_0000``).
+    section), plus an entry's ``"series"`` (a SeriesInstanceUID or SeriesDescription, or ``{phase: choice}``) for
+    phases given as DICOM folders that hold several series. The case id is the entry's ``"case"``, else the label's
+    stem, else the first image's stem without its nnU-Net channel suffix (``_0000``).
 
     Args:
         dataset_dir: folder holding ``dataset.json``; paths in it are relative to this folder.
@@ -88,6 +89,9 @@ def decathlon_datalist(
         item = {"case": case, "image": [_resolve(dataset_dir, f) for f in files], "modalities": list(modalities)}
         if label:
             item["label"] = _resolve(dataset_dir, label)
+        if entry.get("series"):
+            # a DICOM folder holding several series names the one to read
+            item["series"] = entry["series"]
         items.append(item)
     return items
 

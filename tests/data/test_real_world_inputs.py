@@ -7,6 +7,7 @@ inside the data, file modes).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -161,6 +162,11 @@ def test_two_series_in_one_folder_are_refused_and_one_can_be_chosen(tmp_path, vo
     assert LoadCased(keys="image")(chosen)["image"].min() >= 500
     with pytest.raises(InvalidCaseError, match="series 'portal' matches no series"):
         check_case({**item, "series": "portal"})
+    # or per case in a Decathlon-style dataset.json
+    entry = {"image": ["./case1/venous"], "series": {"venous": "1.2.3.2"}}
+    (tmp_path / "dataset.json").write_text(json.dumps({"modality": {"0": "venous"}, "test": [entry]}))
+    (listed,) = decathlon_datalist(tmp_path, section="test")
+    assert LoadCased(keys="image")(listed)["image"].min() >= 500
 
 
 def test_both_phases_flat_in_one_case_folder_are_refused(tmp_path, volume):
