@@ -3,6 +3,7 @@
 from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
+from medguide.engines.memory import MemoryCheck, available_memory, estimate_peak_memory
 from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
@@ -10,13 +11,16 @@ __all__ = [
     "PRECISIONS",
     "AutocastCall",
     "Evaluator",
+    "MemoryCheck",
     "MirroredInferer",
     "ModalityBatch",
     "SubsetEvaluator",
     "Trainer",
     "autocast",
+    "available_memory",
     "batch_modalities",
     "ddp_process_group",
+    "estimate_peak_memory",
     "finish_distributed",
     "resolve_precision",
     "trained_network",

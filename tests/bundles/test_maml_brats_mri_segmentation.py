@@ -201,3 +201,21 @@ def test_a_one_slice_volume_gets_a_one_slice_prediction(trained, tmp_path):
     predicted = nib.load(out / f"{case.name}_seg.nii.gz")
     assert predicted.shape == (40, 40, 1)
     np.testing.assert_allclose(predicted.affine, nib.load(inputs / f"{case.name}_flair.nii.gz").affine, atol=1e-4)
+
+
+def test_the_official_recipe_stops_with_a_memory_estimate_instead_of_being_killed(trained, tmp_path):
+    """train.json's own 128^3, batch 2, 6-stage settings against an 8 GiB limit: one message, before training."""
+    _, data, _ = trained
+    values = {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "num_workers": 0, "memory_limit": 8}
+    last = bundle_fails("run", "--config_file", str(CONFIGS / "train.json"), *overrides(values))
+    message = last.splitlines()[-1]
+    assert "training needs about" in message and "8.0 GiB" in message, last[-3000:]
+    assert "patch [128, 128, 128], batch 2" in message and "cpu_scale.json" in message
+    assert not list((tmp_path / "run").rglob("*.pt"))
+
+
+def test_inference_stops_with_a_memory_estimate_when_it_cannot_fit(trained, tmp_path):
+    _, _, common = trained
+    last = bundle_fails(*_infer(common, output_dir=str(tmp_path / "out"), memory_limit=0.01))
+    assert "inference needs about" in last.splitlines()[-1] and "patch_size" in last.splitlines()[-1], last[-3000:]
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
