@@ -14,6 +14,7 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys as Keys
 
 from medguide.engines.workflows import Evaluator
+from medguide.metrics.conventions import spacing_of
 from medguide.metrics.subsets import SubsetTable, nonempty_subsets
 
 __all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities"]
@@ -96,7 +97,8 @@ class SubsetEvaluator(Evaluator):
 
     The engine's own output, metrics and handlers use all the modalities a case has, as a plain evaluator does.
     In addition every case is inferred once per subset; ``subset_postprocessing`` turns each prediction and
-    label into one-hot regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region.
+    label into one-hot regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region,
+    HD95 in millimetres from the spacing of each case's label affine (in voxels for labels without an affine).
     At the end of the run the table is logged and written as CSV and markdown into ``table_dir``.
 
     Args:
@@ -134,6 +136,8 @@ class SubsetEvaluator(Evaluator):
         names = batch_modalities(batchdata["modalities"])
         image = batchdata["image"].to(engine.state.device)
         label = batchdata["label"]
+        # HD95 in mm: the loaded label's affine (crops move its origin, not its spacing); voxels without one
+        spacing = spacing_of(label)
         # the parent's forward used every modality unless prepare_batch chose a subset; reuse it then
         full = engine._forward if engine._forward[Keys.IMAGE].shape[1] == len(names) else None
         with engine.mode(engine.network), torch.no_grad(), engine.precision_context():
@@ -151,6 +155,7 @@ class SubsetEvaluator(Evaluator):
                     subset,
                     torch.stack([i[Keys.PRED] for i in items]).cpu(),
                     torch.stack([i[Keys.LABEL] for i in items]).cpu(),
+                    spacing=spacing,
                 )
         return output
 

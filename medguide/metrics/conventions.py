@@ -9,6 +9,9 @@ https://github.com/MIC-DKFZ/nnUNet/blob/nnunetv1/nnunet/dataset_conversion/Task0
 - exactly one of them empty: Dice 0, HD95 the worst value, the diagonal of the evaluated grid (BraTS: 373.13 mm,
   the diagonal of its 240 x 240 x 155 grid of 1 mm voxels).
 
+HD95 is in millimetres when the voxel spacing is given (:func:`spacing_of` reads it from an affine), and in voxels
+of the evaluated grid when it is not.
+
 MONAI's ``DiceMetric(ignore_empty=False)`` already scores Dice this way, so the bundles' ``val_mean_dice`` (training
 log, checkpoint selection, ``metrics.csv``) and :class:`medguide.metrics.SubsetTable` agree.
 """
@@ -19,9 +22,10 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.data.utils import affine_to_spacing
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-__all__ = ["EMPTY_REGION_CONVENTION", "dice", "grid_diagonal", "hd95"]
+__all__ = ["EMPTY_REGION_CONVENTION", "dice", "grid_diagonal", "hd95", "spacing_of"]
 
 EMPTY_REGION_CONVENTION = (
     "Empty regions follow the BraTS challenge convention: a region empty in both reference and prediction scores "
@@ -29,14 +33,45 @@ EMPTY_REGION_CONVENTION = (
 )
 
 
-def grid_diagonal(spatial_shape: Sequence[int]) -> float:
-    """The diagonal of a grid of ``spatial_shape`` voxels, in voxels: ``sqrt(sum(n ** 2))``.
+def grid_diagonal(spatial_shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
+    """The diagonal of a grid of ``spatial_shape`` voxels: ``sqrt(sum((n * s) ** 2))``.
+
+    In millimetres with the voxel ``spacing`` (mm per axis), in voxels without it.
 
     Example:
         >>> round(grid_diagonal([240, 240, 155]), 2)  # BraTS, 1 mm voxels
         373.13
+        >>> grid_diagonal([3, 4], spacing=[2.0, 1.5])  # 6 mm by 6 mm
+        8.48528137423857
     """
-    return math.sqrt(sum(n**2 for n in spatial_shape))
+    spacing = [1.0] * len(spatial_shape) if spacing is None else [float(s) for s in spacing]
+    if len(spacing) != len(spatial_shape):
+        raise ValueError(f"spacing {spacing} does not have one value per axis of the grid {tuple(spatial_shape)}.")
+    return math.sqrt(sum((n * s) ** 2 for n, s in zip(spatial_shape, spacing)))
+
+
+def spacing_of(image: torch.Tensor) -> torch.Tensor | None:
+    """Voxel spacing (mm per spatial axis) of each case of a batch, from its affine; ``None`` without one.
+
+    The spacing is the column norms of ``affine[:3, :3]`` (MONAI's ``affine_to_spacing``), so it survives the
+    crops and pads that only move the affine's origin.
+
+    Args:
+        image: a batched channel-first image or label, [B, C, *spatial]; a MONAI ``MetaTensor`` carries the
+            affine (batched [B, d+1, d+1], or one [d+1, d+1] for a batch that was never collated).
+
+    Returns:
+        [B, spatial dims] float64 tensor, or ``None`` where ``image`` has no affine (a plain tensor).
+    """
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return None
+    spatial = image.ndim - 2
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    affines = affine.reshape(-1, *affine.shape[-2:])
+    if len(affines) == 1:
+        affines = affines.expand(image.shape[0], -1, -1)
+    return torch.stack([affine_to_spacing(a, r=spatial, dtype=torch.float64) for a in affines])
 
 
 def dice(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -56,31 +91,57 @@ def dice(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return compute_dice(y_pred, y, include_background=True, ignore_empty=False)
 
 
-def hd95(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Symmetric 95th-percentile Hausdorff distance per case and region under the BraTS convention, in voxels.
+def hd95(
+    y_pred: torch.Tensor, y: torch.Tensor, spacing: Sequence[float] | Sequence[Sequence[float]] | None = None
+) -> torch.Tensor:
+    """Symmetric 95th-percentile Hausdorff distance per case and region under the BraTS convention.
 
-    MONAI computes it where both masks are non-empty; elsewhere it would give nan or inf (and warn), so the
-    convention decides: 0 where both are empty, :func:`grid_diagonal` of the spatial shape where only one is.
+    MONAI computes it where both masks are non-empty (``compute_hausdorff_distance`` with the voxel spacing);
+    elsewhere it would give nan or inf (and warn), so the convention decides: 0 where both are empty,
+    :func:`grid_diagonal` of the case's grid where only one is.
 
     Args:
         y_pred: binary one-hot prediction, [B, regions, *spatial].
         y: binary one-hot reference, same shape as ``y_pred``.
+        spacing: voxel spacing in mm, one value per spatial axis, for every case or per case ([B, spatial dims],
+            e.g. from :func:`spacing_of`); distances are then in mm. ``None`` measures in voxels.
 
     Returns:
-        [B, regions] float tensor in [0, grid diagonal].
+        [B, regions] float tensor in [0, grid diagonal], in mm with ``spacing``, in voxels without.
 
     Raises:
-        ValueError: when ``y_pred`` and ``y`` differ in shape.
+        ValueError: when ``y_pred`` and ``y`` differ in shape, or ``spacing`` does not fit them or is not positive.
     """
     _check_shapes(y_pred, y)
+    batch, spatial = y.shape[0], y.shape[2:]
+    per_case = _per_case_spacing(spacing, batch, len(spatial))
     pred_any, ref_any = y_pred.flatten(2).any(-1), y.flatten(2).any(-1)
-    worst = grid_diagonal(y.shape[2:])
+    worst = torch.tensor([[grid_diagonal(spatial, s)] for s in per_case])
     distances = torch.where(pred_any == ref_any, 0.0, worst).float()
     for b, c in (pred_any & ref_any).nonzero().tolist():
         distances[b, c] = compute_hausdorff_distance(
-            y_pred[b : b + 1, c : c + 1], y[b : b + 1, c : c + 1], include_background=True, percentile=95
+            y_pred[b : b + 1, c : c + 1],
+            y[b : b + 1, c : c + 1],
+            include_background=True,
+            percentile=95,
+            spacing=per_case[b],
         )[0, 0]
     return distances
+
+
+def _per_case_spacing(
+    spacing: Sequence[float] | Sequence[Sequence[float]] | None, batch: int, dims: int
+) -> list[list[float]]:
+    if spacing is None:
+        return [[1.0] * dims] * batch
+    values = torch.as_tensor(spacing, dtype=torch.float64)
+    if values.ndim == 1:
+        values = values.expand(batch, -1)
+    if values.shape != (batch, dims):
+        raise ValueError(f"spacing must be {dims} values, or [{batch} cases, {dims}], got {tuple(values.shape)}.")
+    if not (values > 0).all():
+        raise ValueError(f"spacing must be positive, got {values.tolist()}.")
+    return values.tolist()
 
 
 def _check_shapes(y_pred: torch.Tensor, y: torch.Tensor) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,13 @@ def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
 
 
+def _sd(values: torch.Tensor) -> torch.Tensor:
+    """Sample standard deviation over the cases (dim 0); nan for a single case, without torch's warning."""
+    if len(values) < 2:
+        return torch.full(values.shape[1:], math.nan, dtype=values.dtype)
+    return values.std(0)
+
+
 class SubsetTable:
     """Accumulates Dice and HD95 per case and region for each modality subset; renders CSV and markdown.
 
@@ -35,56 +43,105 @@ class SubsetTable:
     is MONAI's ``DiceMetric(ignore_empty=False)``, the bundles' ``val_mean_dice``, so the table's Dice agrees with
     the training log and ``metrics.csv``.
 
+    Each mean comes with the standard deviation over the cases (``<column> sd``; the sample standard deviation,
+    ``nan`` for a single case). HD95 is in millimetres when :meth:`update` is given the cases' voxel spacing, and
+    in voxels of the evaluated grid when it is not; its column names say which (``HD95 TC (mm)``).
+
+    Example:
+        >>> table = SubsetTable(["WT"], hd95=False)
+        >>> y = torch.ones(2, 1, 4, 4, 4)
+        >>> table.update(["t1"], y, y)
+        >>> table.rows()
+        [{'modalities': 't1', 'n': 2, 'Dice WT': 1.0, 'Dice WT sd': 0.0, 'Dice mean': 1.0, 'Dice mean sd': 0.0}]
+
     Args:
         regions: region names, one per channel of the one-hot predictions and labels it is given.
-        hd95: also compute the symmetric 95th-percentile Hausdorff distance, in voxels of the evaluated grid.
+        hd95: also compute the symmetric 95th-percentile Hausdorff distance.
     """
 
     def __init__(self, regions: Sequence[str], hd95: bool = True) -> None:
         self.regions = list(regions)
         self.hd95 = hd95
-        self.scores: dict[tuple[str, ...], dict[str, list[torch.Tensor]]] = {}
-        self.grids: set[tuple[int, ...]] = set()
+        self.reset()
 
-    def update(self, subset: Sequence[str], y_pred: torch.Tensor, y: torch.Tensor) -> None:
+    def update(
+        self,
+        subset: Sequence[str],
+        y_pred: torch.Tensor,
+        y: torch.Tensor,
+        spacing: Sequence[float] | Sequence[Sequence[float]] | None = None,
+    ) -> None:
         """Add a batch for ``subset``: binary one-hot predictions and labels, both [B, regions, *spatial].
 
+        Args:
+            subset: the modalities the prediction was made from.
+            y_pred: binary one-hot prediction.
+            y: binary one-hot reference.
+            spacing: voxel spacing in mm (one value per spatial axis, for all cases or per case, as
+                :func:`medguide.metrics.conventions.hd95` takes it); ``None`` measures HD95 in voxels.
+
         Raises:
-            ValueError: when ``y_pred`` and ``y`` differ in shape or do not have one channel per region.
+            ValueError: when ``y_pred`` and ``y`` differ in shape or do not have one channel per region, or when
+                one table is given batches with and without spacing.
         """
         if y.ndim < 3 or y.shape[1] != len(self.regions):
             raise ValueError(f"expected [B, {len(self.regions)} regions, *spatial], got {tuple(y.shape)}.")
+        unit = "voxels" if spacing is None else "mm"
+        if self.hd95 and self.unit not in (None, unit):
+            raise ValueError(f"HD95 of this table is in {self.unit}; a batch in {unit} cannot join it.")
         scores = self.scores.setdefault(tuple(subset), {"Dice": []} | ({"HD95": []} if self.hd95 else {}))
         scores["Dice"].append(conventions.dice(y_pred, y))
         if self.hd95:
-            scores["HD95"].append(conventions.hd95(y_pred, y))
-        self.grids.add(tuple(y.shape[2:]))
+            self.unit = unit
+            scores["HD95"].append(conventions.hd95(y_pred, y, spacing=spacing))
+            per_case = [None] * len(y) if spacing is None else torch.as_tensor(spacing).expand(len(y), -1).tolist()
+            self.diagonals.update(round(conventions.grid_diagonal(y.shape[2:], s), 2) for s in per_case)
+
+    def column(self, metric: str, region: str) -> str:
+        """The name of the mean column of ``metric`` (``"Dice"``, ``"HD95"``) for ``region``, unit included."""
+        return f"{metric} {region} ({self.unit})" if metric == "HD95" else f"{metric} {region}"
 
     def rows(self) -> list[dict[str, object]]:
-        """One row per subset: ``modalities``, ``n`` (cases), ``<metric> <region>`` means over the cases, and
-        ``Dice mean``, the mean over regions of the Dice columns (Dice in [0, 1], HD95 in voxels)."""
+        """One row per subset: ``modalities``, ``n`` (cases), and for each metric and region the mean over the
+        cases and its standard deviation (``<column> sd``); last ``Dice mean``, the per-case mean over regions of
+        Dice, averaged over the cases, and its ``sd``. Dice is in [0, 1]; HD95 in the unit its column names."""
         rows = []
         for subset, scores in self.scores.items():
             row: dict[str, object] = {"modalities": "+".join(subset), "n": sum(len(s) for s in scores["Dice"])}
             for name, per_batch in scores.items():
-                for region, value in zip(self.regions, torch.cat(per_batch).mean(0).tolist()):
-                    row[f"{name} {region}"] = value
-            row["Dice mean"] = sum(row[f"Dice {r}"] for r in self.regions) / len(self.regions)
+                values = torch.cat(per_batch).double()
+                for region, mean, sd in zip(self.regions, values.mean(0).tolist(), _sd(values).tolist()):
+                    row[self.column(name, region)] = mean
+                    row[f"{self.column(name, region)} sd"] = sd
+            per_case = torch.cat(scores["Dice"]).double().mean(1, keepdim=True)
+            row["Dice mean"] = per_case.mean().item()
+            row["Dice mean sd"] = _sd(per_case).item()
             rows.append(row)
         return rows
 
     @property
     def caption(self) -> str:
-        """The empty-region convention, with the grid diagonal (in voxels) of each grid evaluated so far."""
-        if not self.grids:
-            return f"{conventions.EMPTY_REGION_CONVENTION}."
-        diagonals = [f"{conventions.grid_diagonal(g):.2f} for {'x'.join(map(str, g))}" for g in sorted(self.grids)]
-        return f"{conventions.EMPTY_REGION_CONVENTION} ({', '.join(diagonals)} voxels)."
+        """What the cells hold: mean and spread, HD95's unit, and the empty-region convention with the grid
+        diagonals (the worst HD95) of the cases evaluated so far."""
+        parts = ["Each cell: mean ± sample standard deviation over the n cases (no spread where n is 1)."]
+        if self.hd95 and self.unit == "mm":
+            parts.append("HD95 in millimetres, from each case's voxel spacing.")
+        elif self.hd95 and self.unit == "voxels":
+            parts.append("HD95 in voxels of the evaluated grid.")
+        diagonals = sorted(self.diagonals)
+        if not diagonals:
+            return " ".join([*parts, f"{conventions.EMPTY_REGION_CONVENTION}."])
+        if len(diagonals) <= 3:
+            worst = f"{', '.join(f'{d:.2f}' for d in diagonals)} {self.unit}"
+        else:
+            worst = f"{diagonals[0]:.2f} to {diagonals[-1]:.2f} {self.unit} over {len(diagonals)} different grids"
+        return " ".join([*parts, f"{conventions.EMPTY_REGION_CONVENTION} ({worst})."])
 
     def reset(self) -> None:
         """Forget every score, to start a new evaluation."""
-        self.scores = {}
-        self.grids = set()
+        self.scores: dict[tuple[str, ...], dict[str, list[torch.Tensor]]] = {}
+        self.diagonals: set[float] = set()
+        self.unit: str | None = None
 
     def to_csv(self) -> str:
         rows = self.rows()
@@ -97,17 +154,24 @@ class SubsetTable:
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
-        """The rows as a markdown table, values to three decimals, with :attr:`caption` under it."""
+        """The rows as a markdown table, each mean beside its standard deviation (``0.812 ± 0.050``; Dice to three
+        decimals, HD95 to two), with :attr:`caption` under it."""
         rows = self.rows()
         if not rows:
             return ""
-        columns = list(rows[0])
+        columns = [c for c in rows[0] if not c.endswith(" sd")]
 
-        def cell(value: object) -> str:
-            return f"{value:.3f}" if isinstance(value, float) else str(value)
+        def cell(row: dict, column: str) -> str:
+            value = row[column]
+            if not isinstance(value, float):
+                return str(value)
+            digits = 2 if column.startswith("HD95") else 3
+            sd = row.get(f"{column} sd")
+            spread = "" if sd is None or math.isnan(sd) else f" ± {sd:.{digits}f}"
+            return f"{value:.{digits}f}{spread}"
 
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+        lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
         return "\n".join([*lines, "", self.caption]) + "\n"
 
     def save(self, output_dir: str | os.PathLike, name: str = "missing_modality_table") -> tuple[Path, Path]:
