@@ -83,8 +83,8 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so no reader sees half a file."""
-    with atomic_target(path) as tmp, open(tmp, "w", newline="") as f:
+    """Write ``text`` to ``path`` as UTF-8, through a temporary file and a rename, so no reader sees half a file."""
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
 
 

@@ -65,7 +65,7 @@ def decathlon_datalist(
     spec_file = dataset_dir / "dataset.json"
     if not spec_file.is_file():
         raise FileNotFoundError(f"no dataset.json in {dataset_dir}")
-    spec = json.loads(spec_file.read_text())
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
     if section not in spec:
         raise KeyError(f"section {section!r} not in {spec_file} (has {sorted(spec)})")
     names = [name for _, name in sorted(spec.get("modality", {"0": "image"}).items(), key=lambda kv: int(kv[0]))]

@@ -302,7 +302,7 @@ def make_liver_dataset(
         "training": training,
         "test": test,
     }
-    (out_dir / "dataset.json").write_text(json.dumps(spec, indent=2))
+    (out_dir / "dataset.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return out_dir
 
 

@@ -75,9 +75,13 @@ def evaluate_table(configs_dir: Path, common: dict) -> list[dict]:
         *overrides({**TINY, **common}),
     )
     eval_dir = Path(common["bundle_root"]) / "eval"
-    with open(eval_dir / "missing_modality_table.csv") as f:
+    with open(eval_dir / "missing_modality_table.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    table = [line for line in (eval_dir / "missing_modality_table.md").read_text().splitlines() if line.startswith("|")]
+    table = [
+        line
+        for line in (eval_dir / "missing_modality_table.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("|")
+    ]
     assert len(table) == len(rows) + 2  # header, rule
     return rows
 

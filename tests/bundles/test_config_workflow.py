@@ -63,5 +63,5 @@ def test_train_evaluate_infer_in_process(tmp_path, bundle, make, tables, written
     if written_labels is not None:
         assert workflow.parser.get_parsed_content("output_label_values") == written_labels
     eval_dir = tmp_path / "run" / "eval"
-    assert len((eval_dir / "missing_modality_table.csv").read_text().strip().splitlines()) == tables + 1
-    assert list(eval_dir.glob("*_seg.nii.gz"))
+    assert len((eval_dir / "missing_modality_table.csv").read_text(encoding="utf-8").strip().splitlines()) == tables + 1
+    assert list((tmp_path / "run" / "predictions").glob("*_seg.nii.gz"))

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -276,3 +278,19 @@ def test_a_prediction_has_exactly_the_input_grid(tmp_path, shape):
     assert written.shape == shape
     np.testing.assert_allclose(written.affine, affine)
     shutil.rmtree(tmp_path)
+
+
+def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
+    """Tables hold '±' and paths may be non-ASCII: a C-locale shell (ASCII) must not fail writing or reading them."""
+    code = (
+        "import locale, sys\nfrom medguide.data import atomic_write_text\n"
+        "print(locale.getpreferredencoding(False))\n"
+        "atomic_write_text(sys.argv[1] + '/table.md', '| 0.812 \\u00b1 0.05 | M\\u00fcller |')\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0].lower() in ("ascii", "ansi_x3.4-1968"), (
+        "the C locale did not make ASCII the default"
+    )
+    assert (tmp_path / "table.md").read_text(encoding="utf-8") == "| 0.812 ± 0.05 | Müller |"

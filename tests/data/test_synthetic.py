@@ -56,7 +56,7 @@ def test_brats_layout_and_labels(tmp_path, naming, names):
 
 
 def test_liver_layout(liver):
-    spec = json.loads((liver / "dataset.json").read_text())
+    spec = json.loads((liver / "dataset.json").read_text(encoding="utf-8"))
     assert spec["modality"] == {"0": "arterial", "1": "venous"}
     assert spec["training"][0] == {
         "image": ["./imagesTr/liver_000_0000.nii.gz", "./imagesTr/liver_000_0001.nii.gz"],
