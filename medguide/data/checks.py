@@ -451,16 +451,22 @@ def validate_datalist(
     return valid
 
 
-def report_skipped_cases(datalist: Sequence[Mapping]) -> None:
-    """End a run that skipped cases with a non-zero exit code and the list of what was skipped and why.
+def report_skipped_cases(datalist: Sequence[Mapping], output_dir: str | os.PathLike | None = None) -> None:
+    """The last step of an inference run: say what it wrote, and exit non-zero when it skipped cases.
 
-    For the last step of a bundle's ``run``: the run has written everything it could; a caller scripting it
-    must still learn that some cases got nothing.
+    Logs how many cases were predicted (and where); with cases skipped, the run has still written everything it
+    could, but a caller scripting it must learn that some cases got nothing.
+
+    Args:
+        datalist: the run's items, a :class:`CaseList` when ``skip_invalid`` left cases out.
+        output_dir: where the predictions went, for the summary.
 
     Raises:
-        SystemExit: when ``datalist`` (a :class:`CaseList`) skipped any case; the message counts and names them.
+        SystemExit: when ``datalist`` skipped any case; the message counts and names them.
     """
     skipped = getattr(datalist, "skipped", [])
+    where = f" in '{output_dir}'" if output_dir is not None else ""
+    logger.info("predicted %d of %d cases%s", len(datalist), len(datalist) + len(skipped), where)
     if skipped:
         lines = "\n".join(f"  {error}" for error in skipped)
         raise SystemExit(

@@ -1,15 +1,20 @@
 """MONAI engines, inferers and batch preparation of the medguide methods."""
 
+from medguide.engines.checkpoints import CheckpointLoader, save_network_settings, trained_bundle, trained_settings
 from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.inferers import MirroredInferer
+from medguide.engines.known_warnings import show_known_warnings_once
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
 from medguide.engines.memory import MemoryCheck, available_memory, estimate_peak_memory
 from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
+from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
 __all__ = [
     "PRECISIONS",
     "AutocastCall",
+    "CheckpointLoader",
+    "EpochProgress",
     "Evaluator",
     "MemoryCheck",
     "MirroredInferer",
@@ -23,5 +28,9 @@ __all__ = [
     "estimate_peak_memory",
     "finish_distributed",
     "resolve_precision",
+    "save_network_settings",
+    "show_known_warnings_once",
+    "trained_bundle",
     "trained_network",
+    "trained_settings",
 ]

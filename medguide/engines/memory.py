@@ -22,6 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from medguide.engines.handler_errors import pass_own_error, passes_own_error
 from medguide.engines.precision import autocast
 
 __all__ = ["MARGIN", "SAFETY", "MemoryCheck", "available_memory", "estimate_peak_memory"]
@@ -360,12 +361,10 @@ class MemoryCheck:
             engine.add_event_handler(Events.STARTED, self)
             engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
 
+    @passes_own_error
     def exception_raised(self, engine: Engine, e: BaseException) -> None:
         """Re-raise this check's own ``SystemExit`` as it is; leave other exceptions to the other handlers."""
-        # raised also when no other handler is there to raise it, else Ignite would swallow it (Ignite has no
-        # public count of an event's handlers)
-        if e is self._refusal or len(engine._event_handlers[Events.EXCEPTION_RAISED]) == 1:
-            raise e
+        pass_own_error(engine, e, self._refusal)
 
     def __call__(self, engine: Engine) -> None:
         if engine in self._checked:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -58,8 +59,8 @@ def test_evaluate_writes_the_missing_modality_table(trained):
 
 def test_inference_writes_brats_labels_in_the_input_space(trained):
     root, data, common = trained
-    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({**TINY, **common}))
-    outputs = sorted((root / "eval").glob("*_seg.nii.gz"))
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({"num_workers": 0, **common}))
+    outputs = sorted((root / "predictions").glob("*_seg.nii.gz"))
     assert len(outputs) == 5
     for output in outputs:
         case = output.name[: -len("_seg.nii.gz")]
@@ -72,7 +73,7 @@ def test_inference_writes_brats_labels_in_the_input_space(trained):
         umask = os.umask(0)
         os.umask(umask)
         assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask
-    assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
+    assert not list((root / "predictions").glob(".*.nii.gz")), "temporary files were left behind"
 
 
 def test_torchscript_export_gives_the_same_output(trained, tmp_path):
@@ -97,7 +98,13 @@ def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, p
         str(CONFIGS / "inference.json"),
         # one window over the cropped brain: much faster on a CPU than eight overlapping 128^3 ones
         *overrides(
-            {**TINY, **common, "dataset_dir": str(source), "output_dir": str(out), "patch_size": [160, 192, 160]}
+            {
+                "num_workers": 0,
+                **common,
+                "dataset_dir": str(source),
+                "output_dir": str(out),
+                "patch_size": [160, 192, 160],
+            }
         ),
     )
     from medguide.data import brats_datalist
@@ -219,3 +226,25 @@ def test_inference_stops_with_a_memory_estimate_when_it_cannot_fit(trained, tmp_
     last = bundle_fails(*_infer(common, output_dir=str(tmp_path / "out"), memory_limit=0.01))
     assert "inference needs about" in last.splitlines()[-1] and "patch_size" in last.splitlines()[-1], last[-3000:]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_the_same_seed_and_command_train_the_same_weights(trained, tmp_path):
+    """Two runs of one command, with data loader workers and random augmentation: identical weights."""
+    _, data, _ = trained
+    states = []
+    for run in ("a", "b"):
+        values = {**TRAIN, "num_workers": 2, "bundle_root": str(tmp_path / run), "dataset_dir": str(data)}
+        bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides(values))
+        states.append(torch.load(tmp_path / run / "models" / "model.pt", map_location="cpu", weights_only=True))
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    settings = json.loads((tmp_path / "a" / "models" / "network.json").read_text(encoding="utf-8"))
+    assert settings["bundle"] == "maml_brats_mri_segmentation"
+    assert settings["settings"] == {
+        "modalities": ["t1", "t1ce", "t2", "flair"],
+        "num_classes": 4,
+        "base_width": TINY["base_width"],
+        "num_stages": TINY["num_stages"],
+        "patch_size": TINY["patch_size"],
+    }

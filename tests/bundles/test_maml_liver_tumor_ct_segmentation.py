@@ -51,18 +51,18 @@ def test_evaluate_writes_the_missing_phase_table(trained):
 
 def test_inference_writes_liver_labels_in_the_input_space(trained):
     root, data, common = trained
-    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({**TINY, **common}))
+    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({"num_workers": 0, **common}))
     cases = decathlon_datalist(data, section="test")
     assert len(cases) == 2
     for case in cases:
         reference = nib.load(case["image"][0])
-        output = root / "eval" / f"{case['case']}_seg.nii.gz"
+        output = root / "predictions" / f"{case['case']}_seg.nii.gz"
         assert output.is_file(), f"no prediction for {case['case']}"
         predicted = nib.load(output)
         assert predicted.shape == reference.shape
         np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
         assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
-    assert not list((root / "eval").glob(".*.nii.gz")), "temporary files were left behind"
+    assert not list((root / "predictions").glob(".*.nii.gz")), "temporary files were left behind"
 
 
 def test_torchscript_export_gives_the_same_output(trained, tmp_path):
@@ -86,7 +86,7 @@ def test_inference_on_real_single_phase_ct(trained, sample_data, tmp_path, sourc
     (case_dir / phase_entry).symlink_to(source, target_is_directory=source.is_dir())
     out = tmp_path / "out"
     values = {
-        **TINY,
+        "num_workers": 0,
         **common,
         "input_format": "dicom",
         "dataset_dir": str(tmp_path / "cases"),

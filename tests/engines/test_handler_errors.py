@@ -1,0 +1,62 @@
+"""A handler that stops a run on purpose passes its own error on alone, and never swallows anybody else's."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.handlers import StatsHandler
+
+from medguide.data import InputError
+from medguide.engines import CheckpointLoader
+
+
+def _engine(fail_with: BaseException | None = None) -> Engine:
+    def step(engine, batch):
+        if fail_with is not None:
+            raise fail_with
+        return {"loss": torch.tensor(0.0)}
+
+    return Engine(step)
+
+
+def test_a_missing_model_stops_at_start_with_one_message_and_no_stats_traceback(tmp_path, caplog):
+    engine = _engine()
+    CheckpointLoader(
+        load_path=str(tmp_path / "models" / "model.pt"), load_dict={"model": torch.nn.Linear(2, 2)}
+    ).attach(engine)
+    StatsHandler(name="stats").attach(engine)
+    with caplog.at_level(logging.INFO), pytest.raises(InputError, match="no trained model at"):
+        engine.run([0, 1], max_epochs=1)
+    assert "Exception:" not in caplog.text  # StatsHandler's traceback log
+
+
+@pytest.mark.parametrize("with_stats", [False, True])
+def test_other_errors_still_end_the_run(tmp_path, with_stats):
+    network = torch.nn.Linear(2, 2)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    engine = _engine(fail_with=KeyError("boom"))
+    CheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": network}).attach(engine)
+    if with_stats:
+        StatsHandler(name="stats").attach(engine)
+    with pytest.raises(KeyError, match="boom"):
+        engine.run([0, 1], max_epochs=1)
+
+
+def test_a_checkpoint_of_another_network_says_which_setting_differs(tmp_path):
+    from medguide.engines import save_network_settings
+
+    torch.save(torch.nn.Linear(2, 3).state_dict(), tmp_path / "model.pt")
+    save_network_settings(tmp_path, "b", {"num_classes": 3, "patch_size": [8, 8]})
+    loader = CheckpointLoader(
+        load_path=str(tmp_path / "model.pt"),
+        load_dict={"model": torch.nn.Linear(2, 4)},
+        settings={"num_classes": 4, "patch_size": [16, 16]},
+    )
+    with pytest.raises(InputError, match=r"was trained with num_classes 3 .* this network has num_classes 4: drop"):
+        loader.check()
+    save_network_settings(tmp_path, "b", {})
+    with pytest.raises(InputError, match=r"does not fit this network: 2 tensors differ in shape, 0 are missing"):
+        loader.check()
