@@ -149,16 +149,25 @@ def predict(args: argparse.Namespace) -> None:
     configs = bundle_configs(bundle)
     values = {"bundle_root": str(trained), "dataset_dir": str(Path(args.input_dir).resolve())}
     values["output_dir"] = str(Path(args.output_dir).resolve())
-    for key in ("input_format", "dicom_series"):
-        if getattr(args, key):
-            values[key] = getattr(args, key)
-    if args.skip_invalid:
-        values["skip_invalid"] = True
+    values.update(_overrides(args.overrides))
     print(f"medguide predict ({bundle}):\n  {command_line([configs / 'inference.json'], values)}", flush=True)
     from medguide.data import plain_input_errors
 
     plain_input_errors()
     run_bundle([configs / "inference.json"], **values)
+
+
+def _overrides(extra: list[str]) -> dict:
+    """``--key value`` pairs after the positional arguments, handed to the bundle as MONAI overrides."""
+    if len(extra) % 2 or any(not key.startswith("--") for key in extra[::2]):
+        raise SystemExit(f"expected --setting value pairs after the folders (MONAI overrides), got {extra}")
+    values = {}
+    for key, value in zip(extra[::2], extra[1::2], strict=True):
+        try:
+            values[key[2:]] = json.loads(value)
+        except ValueError:
+            values[key[2:]] = value
+    return values
 
 
 def synthetic(args: argparse.Namespace) -> None:
@@ -187,13 +196,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset_dir", help="use this data set instead of the synthetic one")
     p.add_argument("--no_sample", action="store_true", help="skip the inference on the real sample case")
     p.set_defaults(func=demo)
-    p = commands.add_parser("predict", help="predict a folder of your own cases with a trained bundle folder")
+    p = commands.add_parser(
+        "predict",
+        help="predict a folder of your own cases with a trained bundle folder",
+        description="Runs the trained bundle's inference.json with --bundle_root TRAINED_DIR --dataset_dir INPUT_DIR "
+        "--output_dir OUTPUT_DIR and any further --setting value pairs, and prints that MONAI command first.",
+    )
     p.add_argument("trained_dir", help="a folder a bundle was trained into (medguide demo's output, --bundle_root)")
     p.add_argument("input_dir", help="your cases, in the bundle's data layout (see its docs/README.md)")
     p.add_argument("output_dir", help="where the predictions go (outside input_dir)")
-    p.add_argument("--input_format", help="the liver bundle: 'dicom' for <case>/<phase>/ DICOM series folders")
-    p.add_argument("--dicom_series", help="the series to read where a folder holds several (UID or description)")
-    p.add_argument("--skip_invalid", action="store_true", help="skip bad cases (listed at the end) instead of stopping")
+    p.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        help="settings of the bundle's inference.json, as for python -m monai.bundle run: --skip_invalid True, "
+        "--input_format dicom (liver), --dicom_series NAME, --patch_size '[160, 192, 160]', ...",
+    )
     p.set_defaults(func=predict)
     p = commands.add_parser("synthetic", help="write a synthetic data set in a public layout")
     p.add_argument("kind", choices=["brats", "liver"])

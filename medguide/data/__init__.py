@@ -17,7 +17,7 @@ from medguide.data.checks import (
     report_skipped_cases,
     validate_datalist,
 )
-from medguide.data.errors import InputError, InvalidCaseError, flag, plain_input_errors
+from medguide.data.errors import InputError, InvalidCaseError, MissingInputError, flag, plain_input_errors
 from medguide.data.files import atomic_target, atomic_write_text, check_output_dir, is_hidden
 from medguide.data.liver import decathlon_datalist, dicom_series_datalist
 from medguide.data.synthetic import dataset_dir_or_synthetic, make_brats_dataset, make_dataset, make_liver_dataset
@@ -29,6 +29,7 @@ __all__ = [
     "CaseList",
     "InputError",
     "InvalidCaseError",
+    "MissingInputError",
     "atomic_target",
     "atomic_write_text",
     "brats_datalist",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medguide.data.checks import CaseList
-from medguide.data.errors import InvalidCaseError, flag
+from medguide.data.errors import InvalidCaseError, MissingInputError, flag
 from medguide.data.files import visible
 
 __all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
@@ -195,13 +195,13 @@ def brats_datalist(
             (the result's ``skipped`` lists them).
 
     Raises:
-        FileNotFoundError: ``dataset_dir`` is missing or holds no BraTS case.
+        MissingInputError (a ``FileNotFoundError``): ``dataset_dir`` is missing or holds no BraTS case.
         InvalidCaseError: a case lacks a required file (named as its naming would spell it) or has two files of
             one modality, without ``skip_invalid``.
     """
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
-        raise FileNotFoundError(f"BraTS folder not found: {dataset_dir}")
+        raise MissingInputError(f"BraTS folder not found: {dataset_dir}")
     wanted = [_TOKENS.get(m.lower(), m.lower()) for m in modalities]
     unknown = sorted(set(wanted) - set(BRATS_MODALITIES))
     if unknown:
@@ -234,5 +234,5 @@ def brats_datalist(
             item["label"] = str(roles["label"][0])
         items.append(item)
     if not items and not items.skipped:
-        raise FileNotFoundError(f"no BraTS case found in {dataset_dir} (expected e.g. <case>/<case>_flair.nii.gz)")
+        raise MissingInputError(f"no BraTS case found in {dataset_dir} (expected e.g. <case>/<case>_flair.nii.gz)")
     return items

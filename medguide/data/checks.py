@@ -52,6 +52,7 @@ AFFINE_ATOL = 1e-3
 LABEL_ROUNDING_ATOL = 1e-3
 # slice positions may differ from the series' spacing by this share of it (scanners round positions)
 SLICE_SPACING_RTOL = 0.05
+_DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 # Files that MONAI's installed readers (nibabel, pydicom, numpy, PIL) read; SimpleITK reads everything else.
 _MONAI_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -104,9 +105,18 @@ def dicom_series_files(folder: str | Path, case: str, series: str | None = None)
     for file in files:
         if not pydicom.misc.is_dicom(file):
             continue
-        header = pydicom.dcmread(file, stop_before_pixels=True)
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception as error:
+            raise InvalidCaseError(case, file, f"unreadable DICOM header ({type(error).__name__}: {error})") from error
+        if str(header.get("MediaStorageSOPClassUID", "")) == _DICOMDIR:
+            continue  # the directory record of a DICOM medium, not a slice
+        if "SeriesInstanceUID" not in header:
+            raise InvalidCaseError(
+                case, file, "a DICOM file without SeriesInstanceUID: truncated, or not an image slice"
+            )
         header.filename = str(file)
-        groups.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(header)
+        groups.setdefault(str(header.SeriesInstanceUID), []).append(header)
     if not groups:
         found = ", ".join(p.name for p in files[:5]) + (", ..." if len(files) > 5 else "") or "nothing"
         raise InvalidCaseError(case, folder, f"is not a DICOM series folder: it holds no DICOM file (found {found})")
@@ -150,6 +160,19 @@ def _checked_slice_order(headers: list, case: str, folder: Path) -> list:
     order = np.argsort(along)
     along = along[order]
     headers = [headers[i] for i in order]
+    # MONAI's PydicomReader stacks slices by InstanceNumber and drops those without one: it must follow the positions
+    numbers = [h.get("InstanceNumber") for h in headers]
+    steps_in_number = np.diff([float(n) if n is not None else np.nan for n in numbers])
+    if any(n is None for n in numbers) or not (np.all(steps_in_number > 0) or np.all(steps_in_number < 0)):
+        missing = next((h for h, n in zip(headers, numbers, strict=True) if n is None), None)
+        why = (
+            f"{Path(missing.filename).name} has no InstanceNumber"
+            if missing is not None
+            else "their InstanceNumbers do not run in the order of their positions along the slice normal"
+        )
+        raise InvalidCaseError(
+            case, folder, f"slices cannot be stacked safely: {why}, and the reader orders slices by InstanceNumber"
+        )
     if len(along) < 3:
         return headers
     steps = np.diff(along)

@@ -13,11 +13,15 @@ import os
 import sys
 import traceback
 
-__all__ = ["InputError", "InvalidCaseError", "flag", "plain_input_errors"]
+__all__ = ["InputError", "InvalidCaseError", "MissingInputError", "flag", "plain_input_errors"]
 
 
 class InputError(ValueError):
     """Something the user gave cannot be used as it is: the message says what, where, and what to change."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A data folder, or the file that describes it, is missing or holds no case (a ``FileNotFoundError`` too)."""
 
 
 class InvalidCaseError(InputError):

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medguide.data.checks import CaseList
-from medguide.data.errors import InvalidCaseError, flag
+from medguide.data.errors import InvalidCaseError, MissingInputError, flag
 from medguide.data.files import NIFTI_SUFFIXES, visible
 
 __all__ = ["decathlon_datalist", "dicom_series_datalist"]
@@ -57,17 +57,17 @@ def decathlon_datalist(
         phases: phase names to keep, in this order (default: all, in the ``"modality"`` order).
 
     Raises:
-        FileNotFoundError: no ``dataset.json``.
-        KeyError: the section or a requested phase is not in ``dataset.json``.
+        MissingInputError (a ``FileNotFoundError``): no ``dataset.json``, or no such section in it.
+        KeyError: a requested phase is not in ``dataset.json``.
         ValueError: a phase subset is asked of entries whose single file holds every phase.
     """
     dataset_dir = Path(dataset_dir)
     spec_file = dataset_dir / "dataset.json"
     if not spec_file.is_file():
-        raise FileNotFoundError(f"no dataset.json in {dataset_dir}")
+        raise MissingInputError(f"no dataset.json in {dataset_dir}")
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
     if section not in spec:
-        raise KeyError(f"section {section!r} not in {spec_file} (has {sorted(spec)})")
+        raise MissingInputError(f"section {section!r} not in {spec_file} (has {sorted(spec)})")
     names = [name for _, name in sorted(spec.get("modality", {"0": "image"}).items(), key=lambda kv: int(kv[0]))]
     keep = list(names if phases is None else phases)
     absent = [p for p in keep if p not in names]
@@ -130,12 +130,12 @@ def dicom_series_datalist(
             ``skipped`` lists them).
 
     Raises:
-        FileNotFoundError: ``dataset_dir`` is missing or holds no case folder.
+        MissingInputError (a ``FileNotFoundError``): ``dataset_dir`` is missing or holds no case folder.
         InvalidCaseError: a case lacks a required phase, without ``skip_invalid``.
     """
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
-        raise FileNotFoundError(f"case folder not found: {dataset_dir}")
+        raise MissingInputError(f"case folder not found: {dataset_dir}")
     items = CaseList()
     for case_dir in visible(p for p in dataset_dir.iterdir() if p.is_dir()):
         found = {phase: _phase_path(case_dir, phase) for phase in phases}
@@ -156,5 +156,5 @@ def dicom_series_datalist(
             item["series"] = series
         items.append(item)
     if not items and not items.skipped:
-        raise FileNotFoundError(f"no case folder found in {dataset_dir} (expected <case>/<phase>/ DICOM series)")
+        raise MissingInputError(f"no case folder found in {dataset_dir} (expected <case>/<phase>/ DICOM series)")
     return items

@@ -37,6 +37,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from medguide.data.errors import MissingInputError
+
 __all__ = ["dataset_dir_or_synthetic", "make_brats_dataset", "make_dataset", "make_liver_dataset"]
 
 Shape = tuple[int, int, int]
@@ -340,7 +342,7 @@ def dataset_dir_or_synthetic(
     if dataset_dir:
         path = Path(dataset_dir)
         if not path.is_dir():
-            raise FileNotFoundError(f"dataset_dir '{path}' does not exist or is not a folder.")
+            raise MissingInputError(f"dataset_dir '{path}' does not exist or is not a folder.")
         return path
     root = Path(root) if root else Path(tempfile.gettempdir()) / "medguide-synthetic"
     tag = "-".join(

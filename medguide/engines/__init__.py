@@ -1,6 +1,6 @@
 """MONAI engines, inferers and batch preparation of the medguide methods."""
 
-from medguide.engines.checkpoints import CheckpointLoader, save_network_settings, trained_bundle, trained_settings
+from medguide.engines.checkpoints import CheckpointLoader, NetworkSettingsSaver, save_network_settings, trained_settings
 from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
@@ -18,6 +18,7 @@ __all__ = [
     "Evaluator",
     "MemoryCheck",
     "MirroredInferer",
+    "NetworkSettingsSaver",
     "ModalityBatch",
     "SubsetEvaluator",
     "Trainer",
@@ -30,7 +31,6 @@ __all__ = [
     "resolve_precision",
     "save_network_settings",
     "show_known_warnings_once",
-    "trained_bundle",
     "trained_network",
     "trained_settings",
 ]

@@ -24,7 +24,7 @@ from medguide.data.errors import InputError
 from medguide.data.files import atomic_write_text
 from medguide.engines.handler_errors import pass_own_error, passes_own_error
 
-__all__ = ["SETTINGS_FILE", "CheckpointLoader", "save_network_settings", "trained_bundle", "trained_settings"]
+__all__ = ["SETTINGS_FILE", "CheckpointLoader", "NetworkSettingsSaver", "save_network_settings", "trained_settings"]
 
 SETTINGS_FILE = "network.json"
 
@@ -69,9 +69,29 @@ def trained_settings(ckpt_dir: str | os.PathLike) -> dict:
     return dict(_read(ckpt_dir).get("settings", {}))
 
 
-def trained_bundle(ckpt_dir: str | os.PathLike) -> str | None:
-    """The name of the bundle that trained ``ckpt_dir``'s model, or ``None`` when it holds no ``network.json``."""
-    return _read(ckpt_dir).get("bundle")
+class NetworkSettingsSaver:
+    """Writes ``network.json`` beside the checkpoint after every validation, once ``model.pt`` is this run's.
+
+    Attach it to the validation evaluator after ``CheckpointSaver``: the first validation of a run always saves
+    ``model.pt`` (the best so far), so from then on the file and the settings describe one network. Written at
+    the start of training instead, an aborted retrain with other settings would leave the settings of a network
+    whose weights were never saved beside the previous run's ``model.pt``.
+
+    Args:
+        ckpt_dir: the folder of ``model.pt``.
+        bundle: the bundle's name.
+        settings: the settings that shape the network (see :func:`save_network_settings`).
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, bundle: str, settings: Mapping) -> None:
+        self.ckpt_dir, self.bundle, self.settings = Path(ckpt_dir), bundle, dict(settings)
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine=None) -> None:
+        if (self.ckpt_dir / "model.pt").is_file():
+            save_network_settings(self.ckpt_dir, self.bundle, self.settings)
 
 
 def _differences(state: Mapping[str, torch.Tensor], network: nn.Module) -> tuple[list[str], list[str], list[str]]:
@@ -145,11 +165,8 @@ class CheckpointLoader(MonaiCheckpointLoader):
                 raise
 
     def _compare(self, path: Path, network: nn.Module) -> None:
-        module = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        shapes, missing, unexpected = _differences(state, module)
-        if not (shapes or missing or unexpected):
-            return
+        # settings first: branches are keyed by position, so the same modalities in another order load without a
+        # shape error and send every sequence to the wrong branch
         trained = trained_settings(path.parent)
         differ = [k for k in self.settings if k in trained and trained[k] != self.settings[k] and k != "patch_size"]
         if differ:
@@ -159,6 +176,11 @@ class CheckpointLoader(MonaiCheckpointLoader):
                 f"'{path}' was trained with {was} ({path.parent / SETTINGS_FILE}), but this network has {now}: "
                 "drop those overrides, or pass the trained folder as --bundle_root."
             )
+        module = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        shapes, missing, unexpected = _differences(state, module)
+        if not (shapes or missing or unexpected):
+            return
         first = (shapes or missing or unexpected)[0]
         raise InputError(
             f"'{path}' does not fit this network: {len(shapes)} tensors differ in shape, {len(missing)} are missing "

@@ -138,6 +138,32 @@ def test_a_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(tmp_path,
     assert e.value.file == str(tmp_path / "ct") and "slice003.dcm" in str(e.value)
 
 
+def test_slices_whose_instance_numbers_disagree_with_their_positions_are_refused(tmp_path, volume):
+    """MONAI's reader stacks by InstanceNumber: shuffled numbers would scramble the volume with exit code 0."""
+    import pydicom
+
+    files = write_dicom_series(volume, tmp_path / "ct")
+    for file, number in zip(files, [3, 1, 2, 8, 5, 6, 7, 4], strict=True):
+        header = pydicom.dcmread(file)
+        header.InstanceNumber = number
+        header.save_as(file)
+    with pytest.raises(InvalidCaseError, match="InstanceNumbers do not run in the order of their positions"):
+        check_case({"case": "c1", "image": [str(tmp_path / "ct")]})
+    header = pydicom.dcmread(files[2])
+    del header.InstanceNumber
+    header.save_as(files[2])
+    with pytest.raises(InvalidCaseError, match="slice002.dcm has no InstanceNumber"):
+        check_case({"case": "c1", "image": [str(tmp_path / "ct")]})
+
+
+def test_a_truncated_slice_is_named_not_taken_for_a_second_series(tmp_path, volume):
+    files = write_dicom_series(volume, tmp_path / "ct")
+    files[3].write_bytes(files[3].read_bytes()[:150])
+    with pytest.raises(InvalidCaseError) as e:
+        check_case({"case": "c1", "image": [str(tmp_path / "ct")]})
+    assert e.value.file == str(files[3]) and "series" not in e.value.reason.split(":")[0]
+
+
 def test_an_evenly_spaced_series_reads_with_its_spacing(tmp_path, volume):
     write_dicom_series(volume, tmp_path / "ct")
     (tmp_path / "ct" / "._slice000.dcm").write_bytes(b"\0" * 64)  # a macOS resource fork is not a slice
@@ -294,3 +320,19 @@ def test_text_outputs_are_utf8_whatever_the_locale(tmp_path):
         "the C locale did not make ASCII the default"
     )
     assert (tmp_path / "table.md").read_text(encoding="utf-8") == "| 0.812 ± 0.05 | Müller |"
+
+
+def test_an_empty_or_missing_data_folder_is_an_input_error(tmp_path):
+    """What a first `medguide predict` on the wrong folder meets: a message, not MONAI's traceback."""
+    from medguide.data import MissingInputError, plain_input_errors  # noqa: F401
+
+    (tmp_path / "empty").mkdir()
+    for call in (
+        lambda: brats_datalist(tmp_path / "empty"),
+        lambda: brats_datalist(tmp_path / "missing"),
+        lambda: dicom_series_datalist(tmp_path / "empty"),
+        lambda: decathlon_datalist(tmp_path / "empty"),
+    ):
+        with pytest.raises(InputError) as e:
+            call()
+        assert isinstance(e.value, FileNotFoundError) and str(tmp_path) in str(e.value)

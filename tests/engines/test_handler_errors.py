@@ -60,3 +60,16 @@ def test_a_checkpoint_of_another_network_says_which_setting_differs(tmp_path):
     save_network_settings(tmp_path, "b", {})
     with pytest.raises(InputError, match=r"does not fit this network: 2 tensors differ in shape, 0 are missing"):
         loader.check()
+
+
+def test_modalities_in_another_order_are_refused_though_every_shape_fits(tmp_path):
+    from medguide.engines import save_network_settings
+
+    network = torch.nn.Linear(2, 2)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    save_network_settings(tmp_path, "b", {"modalities": ["t1", "flair"]})
+    loader = CheckpointLoader(
+        load_path=str(tmp_path / "model.pt"), load_dict={"model": network}, settings={"modalities": ["flair", "t1"]}
+    )
+    with pytest.raises(InputError, match=r"trained with modalities \['t1', 'flair'\]"):
+        loader.check()
