@@ -138,7 +138,10 @@ def check_output_dir(
                 f"output '{target}' would overwrite an input file of case {inputs[target]!r}; "
                 f"choose an output_dir outside the data set '{data}'."
             )
-    if not flag(allow_inside_data, "allow_output_in_data") and (output == data or data in output.parents):
+    # as written and resolved: a case folder linked in from elsewhere is inside the data set all the same
+    plain_output, plain_data = Path(os.path.abspath(output_dir)), Path(os.path.abspath(data_dir))
+    inside = any(o == d or d in o.parents for o, d in ((output, data), (plain_output, plain_data)))
+    if not flag(allow_inside_data, "allow_output_in_data") and inside:
         raise InputError(
             f"output_dir '{output}' is inside the data set '{data}': outputs there can replace input files and are "
             "read as cases by the next run. Choose an output_dir outside it, or set allow_output_in_data true."

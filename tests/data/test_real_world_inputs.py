@@ -271,6 +271,12 @@ def test_an_output_folder_inside_the_data_is_refused_naming_both(brats):
     with pytest.raises(InputError, match=f"would overwrite an input file of case '{items[0]['case']}'"):
         check_output_dir(case_dir, brats, items, "_seg.nii.gz", allow_inside_data=True)
     assert check_output_dir(brats.parent / "out", brats, items, "_seg.nii.gz") == (brats.parent / "out").resolve()
+    # a case folder linked in from another disk is inside the data set too
+    store = brats.parent / "store" / "case9"
+    store.mkdir(parents=True)
+    (brats / "case9").symlink_to(store, target_is_directory=True)
+    with pytest.raises(InputError, match="inside the data set"):
+        check_output_dir(brats / "case9", brats, items, "_seg.nii.gz")
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
