@@ -20,7 +20,7 @@ from pathlib import Path
 
 from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
-from medguide.data.files import visible
+from medguide.data.files import name_list, visible
 
 __all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
 
@@ -153,8 +153,9 @@ def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, st
         classified_files = [(f, _classify(f)) for f in files if _NIFTI.search(f.name)]
         if folder != dataset_dir and files and not any(c for _, c in classified_files):
             # a folder of something else among the cases (DICOM, notes, unnamed NIfTI) is said, not ignored
-            shown = ", ".join(f.name for f in files[:5]) + (", ..." if len(files) > 5 else "")
-            reason = f"is not a BraTS case folder: no sequence file named as BraTS names them (found {shown})"
+            reason = (
+                f"is not a BraTS case folder: no sequence file named as BraTS names them (found {name_list(files)})"
+            )
             found[(folder.name, folder)] = {}
             errors[(folder.name, folder)] = InvalidCaseError(folder.name, folder, reason)
         for file, classified in classified_files:

@@ -31,7 +31,7 @@ from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImage
 
 from medguide.data.errors import InputError, InvalidCaseError, flag
-from medguide.data.files import visible
+from medguide.data.files import name_list, visible
 
 __all__ = [
     "CaseList",
@@ -118,8 +118,8 @@ def dicom_series_files(folder: str | Path, case: str, series: str | None = None)
         header.filename = str(file)
         groups.setdefault(str(header.SeriesInstanceUID), []).append(header)
     if not groups:
-        found = ", ".join(p.name for p in files[:5]) + (", ..." if len(files) > 5 else "") or "nothing"
-        raise InvalidCaseError(case, folder, f"is not a DICOM series folder: it holds no DICOM file (found {found})")
+        reason = f"is not a DICOM series folder: it holds no DICOM file (found {name_list(files)})"
+        raise InvalidCaseError(case, folder, reason)
     found = "; ".join(_describe(uid, headers) for uid, headers in groups.items())
     if series is not None:
         wanted = str(series).strip()

@@ -23,6 +23,7 @@ __all__ = [
     "check_output_dir",
     "image_suffix",
     "is_hidden",
+    "name_list",
     "visible",
 ]
 
@@ -49,6 +50,12 @@ def is_hidden(path: str | os.PathLike) -> bool:
 def visible(paths: Iterable[Path]) -> list[Path]:
     """``paths`` without the hidden ones (see :func:`is_hidden`), sorted."""
     return sorted(p for p in paths if not is_hidden(p))
+
+
+def name_list(paths: Sequence[Path], most: int = 5) -> str:
+    """The first ``most`` file names, comma-separated, ``", ..."`` when there are more, ``"nothing"`` when none: what an
+    error says a folder holds."""
+    return ", ".join(p.name for p in paths[:most]) + (", ..." if len(paths) > most else "") or "nothing"
 
 
 def _new_file_mode() -> int:
