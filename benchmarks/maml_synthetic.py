@@ -25,9 +25,8 @@ import torch
 from monai.bundle import ConfigWorkflow, run
 from monai.metrics import DiceMetric
 
-from medguide.data import atomic_write_text
+from medguide.data import atomic_write_text, nonempty_subsets
 from medguide.engines import trained_network
-from medguide.metrics import nonempty_subsets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medguide.data import atomic_write_text
+from medguide.data import atomic_write_text, nonempty_subsets
 from medguide.data import synthetic as synthetic_makers
 from medguide.engines import trained_network
 from medguide.engines.precision import autocast, resolve_precision
-from medguide.metrics import nonempty_subsets
 from medguide.metrics.conventions import dice
 from medguide.transforms import LabelsToRegions
 from medguide.visualize import label_overlay_figure

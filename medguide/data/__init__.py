@@ -20,6 +20,7 @@ from medguide.data.checks import (
 from medguide.data.errors import InputError, InvalidCaseError, MissingInputError, flag, plain_input_errors
 from medguide.data.files import atomic_target, atomic_write_text, check_output_dir, is_hidden
 from medguide.data.liver import decathlon_datalist, dicom_series_datalist
+from medguide.data.modalities import check_modalities, nonempty_subsets
 from medguide.data.synthetic import dataset_dir_or_synthetic, make_brats_dataset, make_dataset, make_liver_dataset
 from medguide.data.writers import AtomicNibabelWriter, case_name_formatter
 
@@ -38,6 +39,7 @@ __all__ = [
     "brats_output_labels",
     "case_name_formatter",
     "check_case",
+    "check_modalities",
     "check_output_dir",
     "dataset_dir_or_synthetic",
     "decathlon_datalist",
@@ -50,6 +52,7 @@ __all__ = [
     "make_brats_dataset",
     "make_dataset",
     "make_liver_dataset",
+    "nonempty_subsets",
     "plain_input_errors",
     "read_volume",
     "report_skipped_cases",

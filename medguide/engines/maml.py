@@ -13,9 +13,10 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.transforms import Compose
 from monai.utils import CommonKeys as Keys
 
+from medguide.data.modalities import nonempty_subsets
 from medguide.engines.workflows import Evaluator
 from medguide.metrics.conventions import spacing_of
-from medguide.metrics.subsets import SubsetTable, nonempty_subsets
+from medguide.metrics.subsets import SubsetTable
 
 __all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities"]
 

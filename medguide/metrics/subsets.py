@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -15,17 +14,7 @@ import torch
 from medguide.data.files import atomic_write_text
 from medguide.metrics import conventions
 
-__all__ = ["SubsetTable", "nonempty_subsets"]
-
-
-def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``modalities``, smallest first, each in the given order.
-
-    Example:
-        >>> nonempty_subsets(["a", "b"])
-        [('a',), ('b',), ('a', 'b')]
-    """
-    return [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
+__all__ = ["SubsetTable"]
 
 
 def _sd(values: torch.Tensor) -> torch.Tensor:

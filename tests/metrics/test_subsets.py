@@ -12,7 +12,8 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.handlers import MetricsSaver
 
-from medguide.metrics import SubsetTable, nonempty_subsets
+from medguide.data import nonempty_subsets
+from medguide.metrics import SubsetTable
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 DIAGONAL = math.sqrt(3 * 8**2)  # of the 8 x 8 x 8 grids below, in voxels

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from medguide.metrics import nonempty_subsets
+from medguide.data import nonempty_subsets
 from medguide.networks import MAMLNet, ModalityUNet
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
