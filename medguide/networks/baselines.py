@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from medguide.data.modalities import check_modalities
 from medguide.networks.unet import UNet
 
 __all__ = ["ModalityUNet"]
@@ -22,7 +23,8 @@ class ModalityUNet(UNet):
 
     The forward takes ``modalities`` like :class:`medguide.networks.MAMLNet` and, in training mode, returns
     ``{"branches": [logits per level]}`` so that :class:`medguide.losses.MAMLLoss` trains it with the same deep
-    supervision; in eval mode, the full-resolution logits.
+    supervision; in eval mode, the full-resolution logits. Input sizes follow :class:`UNet`'s rule (each spatial
+    size a multiple of 2^(num_stages - 1), one at least 2^num_stages), checked before running.
 
     Args:
         modalities: names of the input channels, in order.
@@ -34,12 +36,31 @@ class ModalityUNet(UNet):
         super().__init__(in_channels=len(modalities), out_channels=out_channels, **kwargs)
         self.modalities = tuple(modalities)
 
-    def forward(self, x: torch.Tensor, modalities: Sequence[str] | None = None):
-        names = list(self.modalities if modalities is None else modalities)
-        unknown = [m for m in names if m not in self.modalities]
-        if unknown or len(names) != x.shape[1]:
+    def forward(
+        self, x: torch.Tensor, modalities: Sequence[str] | str | None = None
+    ) -> torch.Tensor | dict[str, list[torch.Tensor]]:
+        """Segmentation logits from the given modalities, the others filled with zeros.
+
+        Args:
+            x: ``[B, k, *spatial]``, one channel per given modality in the order of ``modalities``; the spatial
+                sizes fitting :func:`medguide.networks.unet_size_rule` for ``num_stages`` (see :class:`UNet`).
+            modalities: names of the ``k`` given modalities, a non-empty subset of the network's without repeats;
+                ``None`` means all of them, in the network's order.
+
+        Returns:
+            in training mode, ``{"branches": [[B, out_channels, *spatial / 2^j] for the num_stages - 1 levels j,
+            full resolution first]}`` (one branch, as :class:`medguide.networks.MAMLNet` gives); in eval mode, the
+            logits ``[B, out_channels, *spatial]``.
+
+        Raises:
+            ValueError: if the modalities are not a subset of the network's, the channels do not match them, or a
+                spatial size does not fit the U-Net.
+        """
+        names = list(self.modalities) if modalities is None else check_modalities(modalities, self.modalities)
+        if len(names) != x.shape[1]:
             raise ValueError(
-                f"input channels {names} (shape {tuple(x.shape)}) do not fit modalities {self.modalities}."
+                f"input has {x.shape[1]} channels but {len(names)} modalities are named ({names}); "
+                "give one channel per present modality."
             )
         if names != list(self.modalities):
             full = x.new_zeros(x.shape[0], len(self.modalities), *x.shape[2:])

@@ -1,5 +1,8 @@
 """Running several independent U-Net branches together, as one grouped convolution where that is faster.
 
+This is :class:`medguide.networks.MAMLNet`'s execution detail; a :class:`medguide.networks.UNet` on its own runs
+its stages plainly.
+
 PyTorch sends a float32 CPU convolution of a single sample to its slow native kernel unless the input is large
 (ATen's ``use_mkldnn`` heuristic: ``N * C * D * H > 20480`` for 3D), while a grouped convolution always goes to
 oneDNN. In a U-Net that leaves every low-resolution stage on the slow kernel, up to ten times slower than
@@ -11,14 +14,18 @@ already used, run branch by branch. The arithmetic is the same either way; only 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetUpBlock
 
-from medguide.networks.norms import instance_norm
+from medguide.networks.blocks import instance_norm
 
-__all__ = ["groupable", "run_basic_blocks", "run_up_blocks"]
+if TYPE_CHECKING:
+    from medguide.networks.unet import UNet
+
+__all__ = ["decode_branches", "groupable", "run_basic_blocks", "run_up_blocks"]
 
 # ATen's threshold on N * C * D * H above which a 3x3x3 float32 CPU convolution goes to oneDNN
 _ATEN_MKLDNN_MIN = 20480
@@ -35,6 +42,11 @@ def groupable(x: torch.Tensor, channels: int, spatial: Sequence[int], num_branch
         and sizes[0] == 1
         and sizes[0] * sizes[1] * sizes[2] * (sizes[3] if len(sizes) == 5 else 1) <= _ATEN_MKLDNN_MIN
     )
+
+
+# The grouped path reads MONAI's block attributes (UnetBasicBlock: conv1.conv, norm1, conv2.conv, norm2, lrelu;
+# UnetUpBlock: transp_conv.conv, conv_block); tests/networks/test_branches.py pins them, so a MONAI release that
+# renames them fails there by name.
 
 
 def _stacked(modules: Sequence[torch.nn.Module], name: str) -> torch.Tensor | None:
@@ -91,3 +103,30 @@ def run_up_blocks(
     x = torch.stack([x.unflatten(1, (len(blocks), channels)), torch.stack(list(skips), 1)], 2).flatten(1, 3)
     x = _grouped_basic_block([b.conv_block for b in blocks], x)
     return list(x.chunk(len(blocks), 1))
+
+
+def decode_branches(unets: Sequence[UNet], xs: Sequence[torch.Tensor], group: bool = True) -> list[list[torch.Tensor]]:
+    """Decoder features of several U-Nets of one shape, each on its own input.
+
+    With ``group`` the branches run stage by stage and their small stages as one grouped convolution; the result is
+    the same as calling each U-Net's :meth:`UNet.decode`, which is what ``group=False`` does.
+
+    Args:
+        unets: the branches, all built with the same arguments.
+        xs: one input per branch.
+        group: allow grouping.
+
+    Returns:
+        for each branch, its decoder features at every level, full resolution first.
+    """
+    if not group:
+        return [unet.decode(x) for unet, x in zip(unets, xs)]
+    skips = []
+    for stage in range(unets[0].num_stages):
+        xs = run_basic_blocks([u.encoder[stage] for u in unets], xs)
+        skips.append(xs)
+    features = []
+    for level, skip in enumerate(reversed(skips[:-1])):
+        xs = run_up_blocks([u.decoder[level] for u in unets], xs, skip)
+        features.append(xs)
+    return [list(levels) for levels in zip(*features[::-1])]

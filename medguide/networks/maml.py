@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Norm
 from torch import nn
 
-from medguide.networks.norms import INSTANCE_NORM
-from medguide.networks.unet import UNet, decode_branches
+from medguide.data.modalities import check_modalities
+from medguide.networks.blocks import instance_norm_factory_name
+from medguide.networks.branches import decode_branches
+from medguide.networks.unet import UNet
 
 __all__ = ["MAMLNet", "ModalityAwareFusion"]
 
@@ -41,7 +43,7 @@ class ModalityAwareFusion(nn.Module):
         self.gates = nn.ModuleList(
             nn.Sequential(
                 conv(2 * channels, channels, kernel_size=3, padding=1),
-                Norm[INSTANCE_NORM, spatial_dims](channels, affine=True),
+                Norm[instance_norm_factory_name(), spatial_dims](channels, affine=True),
                 Act[Act.LEAKYRELU](negative_slope=0.01, inplace=True),
                 conv(channels, channels, kernel_size=3, padding=1),
                 nn.Sigmoid(),
@@ -51,7 +53,17 @@ class ModalityAwareFusion(nn.Module):
         self.head = conv(channels, out_channels, kernel_size=1, bias=False)
 
     def forward(self, features: Sequence[torch.Tensor], present: Sequence[int]) -> torch.Tensor:
-        """Fused logits from the full-resolution features of the modalities with indices ``present``."""
+        """Fused logits from the full-resolution features of the modalities with indices ``present``.
+
+        The same in training and eval mode.
+
+        Args:
+            features: one ``[B, channels, *spatial]`` feature per present modality, in the order of ``present``.
+            present: indices of the present modalities among the ``num_modalities``, increasing.
+
+        Returns:
+            ``[B, out_channels, *spatial]`` logits.
+        """
         scale = self.num_modalities / len(present)
         channels = self.dual.out_channels
         weight = self.dual.weight.view(channels, self.num_modalities, channels, *self.dual.kernel_size)
@@ -79,10 +91,17 @@ class MAMLNet(nn.Module):
     resolution first] per present modality]}`` for :class:`medguide.losses.MAMLLoss`; in eval mode it returns the
     fused logits only, so MONAI's inferers wrap it unchanged.
 
+    Input sizes are those of each branch's :class:`UNet`: every spatial size a multiple of 2^(num_stages - 1), and
+    at least one of them 2^num_stages or more so that the bottleneck is not a single voxel, on which instance
+    normalisation fails (:func:`medguide.networks.unet_size_rule`). For example, the bundles' ``num_stages=6``
+    takes 128x128x128 (a 4x4x4 bottleneck) and 160x160x64 (5x5x2) patches and refuses 32x32x32 (1x1x1) and
+    100x100x100 (not a multiple of 32); the smallest cube is 64x64x64. :meth:`forward` raises ``ValueError``
+    naming the size and the nearest valid ones before running.
+
     Two execution choices make it faster than running one U-Net per modality in a loop, at the same result:
     on the CPU the branches' small stages run as one grouped convolution, which PyTorch sends to oneDNN instead
     of its slow native kernel (:mod:`medguide.networks.branches`), and 3D features are kept in channels-last
-    layout, in which oneDNN and cuDNN convolve faster (:mod:`medguide.networks.norms` keeps the layout through
+    layout, in which oneDNN and cuDNN convolve faster (:mod:`medguide.networks.blocks.norms` keeps the layout through
     instance normalisation). Outputs are returned contiguous.
 
     Args:
@@ -137,29 +156,44 @@ class MAMLNet(nn.Module):
                     # which DDP expects to match the weights' (else it warns and copies every step)
                     param.data = param.data.clone(memory_format=torch.contiguous_format)
 
-    def indices(self, modalities: Sequence[str] | None) -> list[int]:
-        """Indices of ``modalities`` among the network's, checked; ``None`` means all of them."""
+    def indices(self, modalities: Sequence[str] | str | None) -> list[int]:
+        """Indices of ``modalities`` among the network's, checked; ``None`` means all of them.
+
+        Raises:
+            ValueError: if ``modalities`` is not a non-empty subset of the network's without repeats
+                (:func:`medguide.data.check_modalities`).
+        """
         if modalities is None:
             return list(range(len(self.modalities)))
-        if isinstance(modalities, str):
-            modalities = [modalities]
-        unknown = [m for m in modalities if m not in self.modalities]
-        if unknown or not modalities or len(set(modalities)) != len(modalities):
-            raise ValueError(
-                f"modalities must be a non-empty subset of {list(self.modalities)} without repeats, "
-                f"got {list(modalities)}."
-            )
-        return [self.modalities.index(m) for m in modalities]
+        return [self.modalities.index(m) for m in check_modalities(modalities, self.modalities)]
 
     def forward(
         self, x: torch.Tensor, modalities: Sequence[str] | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor | list[list[torch.Tensor]]]:
+        """Segmentation logits from the present modalities.
+
+        Args:
+            x: ``[B, k, *spatial]``, one channel per present modality in the order of ``modalities``; the spatial
+                sizes fitting :func:`medguide.networks.unet_size_rule` for ``num_stages``.
+            modalities: names of the ``k`` present modalities, a non-empty subset of the network's without
+                repeats; ``None`` means all of them, in the network's order.
+
+        Returns:
+            in training mode, ``{"fused": [B, out_channels, *spatial], "branches": [[B, out_channels,
+            *spatial / 2^j] for the num_stages - 1 levels j, full resolution first] for each present modality}``;
+            in eval mode, the fused logits ``[B, out_channels, *spatial]`` only.
+
+        Raises:
+            ValueError: if the modalities are not a subset of the network's, the channels do not match them, or a
+                spatial size does not fit the U-Net.
+        """
         present = self.indices(modalities)
         if x.shape[1] != len(present):
             raise ValueError(
                 f"input has {x.shape[1]} channels but {len(present)} modalities are named "
                 f"({[self.modalities[i] for i in present]}); give one channel per present modality."
             )
+        self.branches[0].size_rule.check(x.shape[2:])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         branches = [self.branches[m] for m in present]

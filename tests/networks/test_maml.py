@@ -1,4 +1,4 @@
-"""MAMLNet: every modality subset, 2D and 3D, gradients, the fast path, inferers and the paper's size."""
+"""MAMLNet: every modality subset, 2D and 3D, gradients, the fast path, inferers, input checks, the paper's size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 from medguide.data import nonempty_subsets
-from medguide.networks import MAMLNet, ModalityUNet
+from medguide.networks import MAMLNet
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 
@@ -93,6 +93,10 @@ def test_inputs_that_do_not_fit_are_refused():
         net(torch.randn(1, 1, 16, 16, 16), ["dwi"])
     with pytest.raises(ValueError, match="subset"):
         net(torch.randn(1, 2, 16, 16, 16), ["t1", "t1"])
+    with pytest.raises(ValueError, match=r"size 18 \(spatial axis 2\) is not; the nearest valid sizes are 16 and 20"):
+        net(torch.randn(1, 2, 16, 16, 18), ["t1", "t2"])
+    with pytest.raises(ValueError, match="single voxel"):
+        net(torch.randn(1, 2, 4, 4, 4), ["t1", "t2"])
 
 
 def test_official_build_has_the_papers_parameter_count():
@@ -110,13 +114,3 @@ def test_mean_fusion_is_the_mean_of_branch_logits():
         fused = net(x, ["t1", "t2"])
         single = [net.branches[i].eval()(x[:, c : c + 1]) for c, i in enumerate((0, 2))]
     torch.testing.assert_close(fused, (single[0] + single[1]) / 2, atol=1e-5, rtol=1e-5)
-
-
-def test_early_fusion_fills_missing_modalities_with_zeros():
-    torch.manual_seed(0)
-    net = ModalityUNet(MODALITIES, 4, base_width=8, num_stages=3).eval()
-    x = torch.randn(1, 2, 16, 16, 16)
-    full = torch.zeros(1, 4, 16, 16, 16)
-    full[:, [1, 3]] = x
-    with torch.no_grad():
-        torch.testing.assert_close(net(x, ["t1ce", "flair"]), net(full))

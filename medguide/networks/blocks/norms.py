@@ -1,4 +1,4 @@
-"""Instance normalisation that keeps PyTorch's channels-last layout."""
+"""Instance normalisation that keeps PyTorch's channels-last layout, and its name in MONAI's ``Norm`` factory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Norm
 from torch import nn
 
-__all__ = ["INSTANCE_NORM", "InstanceNorm2d", "InstanceNorm3d", "instance_norm"]
+__all__ = ["InstanceNorm2d", "InstanceNorm3d", "instance_norm", "instance_norm_factory_name"]
+
+_FACTORY_NAME = "MEDGUIDE_INSTANCE"
 
 
 def instance_norm(
@@ -39,12 +41,21 @@ class InstanceNorm3d(_LayoutKeepingInstanceNorm, nn.InstanceNorm3d):
     """``nn.InstanceNorm3d`` that keeps channels-last inputs channels-last (same parameters and result)."""
 
 
-INSTANCE_NORM = "MEDGUIDE_INSTANCE"
-"""Name of these norms in MONAI's ``Norm`` factory, for ``norm_name=("medguide_instance", {...})``."""
+def instance_norm_factory_name() -> str:
+    """Name of :class:`InstanceNorm2d` / :class:`InstanceNorm3d` in MONAI's ``Norm`` factory, registered on first call.
 
-if INSTANCE_NORM not in Norm.names:
-    Norm.add_factory_callable(
-        INSTANCE_NORM,
-        lambda dim: {2: InstanceNorm2d, 3: InstanceNorm3d}[dim],
-        "instance normalisation that keeps the channels-last layout",
-    )
+    Registering when a network asks for the name, not when this module is imported, leaves MONAI's global factory
+    as it was for a program that imports medguide without building its networks.
+
+    Example:
+        >>> from monai.networks.layers.factories import Norm
+        >>> Norm[instance_norm_factory_name(), 3]
+        <class 'medguide.networks.blocks.norms.InstanceNorm3d'>
+    """
+    if _FACTORY_NAME not in Norm.names:
+        Norm.add_factory_callable(
+            _FACTORY_NAME,
+            lambda dim: {2: InstanceNorm2d, 3: InstanceNorm3d}[dim],
+            "instance normalisation that keeps the channels-last layout",
+        )
+    return _FACTORY_NAME

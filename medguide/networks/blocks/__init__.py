@@ -1,0 +1,21 @@
+"""Building blocks that medguide's networks are made of, apart from the architectures that combine them.
+
+As dynamic-network-architectures keeps ``building_blocks/`` apart from ``architectures/``: a stage here is written
+once and every method's network (``medguide/networks/<method>.py``) reuses it.
+"""
+
+from medguide.networks.blocks.norms import InstanceNorm2d, InstanceNorm3d, instance_norm, instance_norm_factory_name
+from medguide.networks.blocks.unet_decoder import UNetDecoder
+from medguide.networks.blocks.unet_encoder import UNetEncoder, UNetSizeRule, unet_size_rule, unet_widths
+
+__all__ = [
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "UNetDecoder",
+    "UNetEncoder",
+    "UNetSizeRule",
+    "instance_norm",
+    "instance_norm_factory_name",
+    "unet_size_rule",
+    "unet_widths",
+]
