@@ -10,6 +10,21 @@ One folder per case (or, as in some tutorials, all files directly in ``dataset_d
   ``otmulticlass`` -> label. This reads the BRATS 2013-2015 cases as DeepMedic ships them
   (``Flair_subtrMeanDivStd.nii.gz``, ``T1c_subtrMeanDivStd.nii.gz``, ``OTMultiClass.nii.gz``); their labels are
   0, 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
+
+:func:`make_brats_dataset` writes a seeded synthetic set in the 2021 or 2023 naming: a smoothly deformed brain
+ellipsoid with ventricles; a tumour made of a necrotic centre (label 1) inside an enhancing rim (label 4, or 3 in the
+2023 naming), inside a wider irregular oedema (label 2). Each sequence shows a different part of it:
+
+============  =====  =======  ====  ========  ===========================================
+modality      brain  oedema   rim   necrosis  what it shows
+============  =====  =======  ====  ========  ===========================================
+T1            1.0    0.94     0.92  0.86      little contrast anywhere
+T1ce          1.0    0.99     1.9   0.55      the enhancing rim and the core; not oedema
+T2            1.0    1.65     1.55  1.9       oedema + core bright, but so are ventricles
+FLAIR         1.0    1.8      1.7   0.9       the oedema boundary; rim ~ oedema
+============  =====  =======  ====  ========  ===========================================
+
+Each case also gets a smooth bias field per sequence, grey/white matter texture, its own scale and noise.
 """
 
 from __future__ import annotations
@@ -17,12 +32,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
-from medguide.data.files import name_list, visible
+from medguide.data.files import NIFTI_SUFFIXES, image_stem, name_list, visible
+from medguide.data.modalities import check_modalities
+from medguide.data.synthetic import Shape, blob, render, save_nifti, smooth_field, unit_grid
 
-__all__ = ["BRATS_MODALITIES", "brats_datalist", "brats_label_map", "brats_label_values", "brats_output_labels"]
+__all__ = [
+    "BRATS_MODALITIES",
+    "BratsLabelMap",
+    "brats_datalist",
+    "brats_label_map",
+    "brats_label_values",
+    "brats_output_labels",
+    "make_brats_dataset",
+]
 
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 
@@ -50,7 +78,17 @@ _LABEL_VALUES = {"2021": (0, 1, 2, 4), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 3
 # medguide's class (0 background, 1 NCR, 2 ED, 3 ET) of each label value; BraTS 2017 on merged 2015's
 # non-enhancing tumour (3) into the necrotic core (1)
 _CLASSES = {"2021": (0, 1, 2, 3), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 1, 3)}
-_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+
+# Synthetic cases: tissue indices and their relative intensity per modality (table in the module docstring).
+_BRAIN, _CSF, _OEDEMA, _RIM, _NECROSIS = range(1, 6)
+_MRI_CONTRAST = {
+    "t1": {_BRAIN: 1.0, _CSF: 0.4, _OEDEMA: 0.94, _RIM: 0.92, _NECROSIS: 0.86},
+    "t1ce": {_BRAIN: 1.0, _CSF: 0.4, _OEDEMA: 0.99, _RIM: 1.9, _NECROSIS: 0.55},
+    "t2": {_BRAIN: 1.0, _CSF: 2.0, _OEDEMA: 1.65, _RIM: 1.55, _NECROSIS: 1.9},
+    "flair": {_BRAIN: 1.0, _CSF: 0.3, _OEDEMA: 1.8, _RIM: 1.7, _NECROSIS: 0.9},
+}
+# Grey/white matter texture: white matter is brighter on T1-weighted and darker on T2-weighted images.
+_TEXTURE_SIGN = {"t1": 1.0, "t1ce": 1.0, "t2": -1.0, "flair": -1.0}
 
 
 def brats_label_values(naming: str) -> tuple[int, ...]:
@@ -86,7 +124,18 @@ def _auto_naming(datalist: Sequence[dict], value: Sequence[int] | str, setting: 
     return next(iter(namings))
 
 
-def brats_label_map(datalist: Sequence[dict], label_values: Sequence[int] | str = "auto") -> tuple[list, list]:
+class BratsLabelMap(NamedTuple):
+    """The label values in a BraTS data set's files and, pairwise, medguide's class of each.
+
+    A config reads the two by name: ``LoadCased(label_values=@label_map.file_values)`` checks the files, and
+    ``MapLabelValued(orig_labels=@label_map.file_values, target_labels=@label_map.classes)`` maps them to classes.
+    """
+
+    file_values: list[int]
+    classes: list[int]
+
+
+def brats_label_map(datalist: Sequence[dict], label_values: Sequence[int] | str = "auto") -> BratsLabelMap:
     """The label values of a BraTS data set's files and medguide's class of each.
 
     Classes are 0 background, 1 necrotic core (NCR), 2 oedema (ED), 3 enhancing tumour (ET).
@@ -98,19 +147,20 @@ def brats_label_map(datalist: Sequence[dict], label_values: Sequence[int] | str 
             is taken as given, the i-th value being class i.
 
     Returns:
-        ``(label values, classes)``, for :class:`medguide.transforms.LoadCased` and ``MapLabelValued``.
+        the files' ``file_values`` and their ``classes``, for :class:`medguide.transforms.LoadCased` and
+        ``MapLabelValued``.
 
     Raises:
         ValueError: with ``"auto"``, the items come from releases with different labels.
 
     Example:
-        >>> brats_label_map([{"case": "BraTS-GLI-00001-000", "naming": "2023"}])
-        ([0, 1, 2, 3], [0, 1, 2, 3])
+        >>> brats_label_map([{"case": "BraTS2021_00000", "naming": "2021"}])
+        BratsLabelMap(file_values=[0, 1, 2, 4], classes=[0, 1, 2, 3])
     """
     naming = _auto_naming(datalist, label_values, "label_values")
     if naming is None:
-        return list(label_values), list(range(len(label_values)))
-    return list(brats_label_values(naming)), list(_CLASSES[naming])
+        return BratsLabelMap(list(label_values), list(range(len(label_values))))
+    return BratsLabelMap(list(brats_label_values(naming)), list(_CLASSES[naming]))
 
 
 def brats_output_labels(datalist: Sequence[dict], output_labels: Sequence[int] | str = "auto") -> list:
@@ -130,7 +180,7 @@ def brats_output_labels(datalist: Sequence[dict], output_labels: Sequence[int] |
 
 def _classify(path: Path) -> tuple[str, str, str] | None:
     """(role, prefix, naming) of a NIfTI file, role being a modality or ``"label"``; ``None`` if it is neither."""
-    stem = _NIFTI.sub("", path.name)
+    stem = image_stem(path)
     for naming, suffixes in _SUFFIXES.items():
         for role, suffix in suffixes.items():
             if stem.lower().endswith(suffix) and len(stem) > len(suffix):
@@ -150,7 +200,7 @@ def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, st
     errors: dict[tuple[str, Path], InvalidCaseError] = {}
     for folder in [dataset_dir, *visible(p for p in dataset_dir.iterdir() if p.is_dir())]:
         files = visible(p for p in folder.iterdir() if p.is_file())
-        classified_files = [(f, _classify(f)) for f in files if _NIFTI.search(f.name)]
+        classified_files = [(f, _classify(f)) for f in files if f.name.lower().endswith(NIFTI_SUFFIXES)]
         if folder != dataset_dir and files and not any(c for _, c in classified_files):
             # a folder of something else among the cases (DICOM, notes, unnamed NIfTI) is said, not ignored
             reason = (
@@ -203,10 +253,9 @@ def brats_datalist(
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise MissingInputError(f"BraTS folder not found: {dataset_dir}")
-    wanted = [_TOKENS.get(m.lower(), m.lower()) for m in modalities]
-    unknown = sorted(set(wanted) - set(BRATS_MODALITIES))
-    if unknown:
-        raise ValueError(f"unknown BraTS modalities {unknown}; expected some of {BRATS_MODALITIES}")
+    wanted = check_modalities(
+        [_TOKENS.get(m.lower(), m.lower()) for m in modalities], BRATS_MODALITIES, "BraTS modalities"
+    )
     items = CaseList()
     for case, folder, roles, error in _groups(dataset_dir):
         naming = next(iter(roles.values()))[1] if roles else "2021"
@@ -237,3 +286,86 @@ def brats_datalist(
     if not items and not items.skipped:
         raise MissingInputError(f"no BraTS case found in {dataset_dir} (expected e.g. <case>/<case>_flair.nii.gz)")
     return items
+
+
+def _brats_case(rng: np.random.Generator, shape: Shape) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({modality: image}, label with ET = 4) of one synthetic BraTS case (tissues in the module docstring)."""
+    grid = unit_grid(shape)
+    brain = blob(rng, grid, rng.uniform(-0.03, 0.03, 3), rng.uniform(0.78, 0.9, 3), 0.05)
+    ventricles = np.zeros(shape, bool)
+    for side in (-1, 1):
+        ventricles |= blob(rng, grid, (0.12 * side, 0.05, 0.05), (0.07, 0.22, 0.12), 0.1)
+
+    # The tumour core is a sum of gaussians: its top is necrosis, the rest enhancing rim; oedema is a wider,
+    # rougher version of the same field.
+    centre = rng.uniform(-0.3, 0.3, 3)
+    core_field = np.zeros(shape)
+    oedema_field = np.zeros(shape)
+    for _ in range(int(rng.integers(3, 6))):
+        c = np.reshape(centre + rng.uniform(-0.1, 0.1, 3), (3, 1, 1, 1))
+        sigma = rng.uniform(0.14, 0.19)
+        dist2 = ((grid - c) ** 2).sum(0)
+        core_field += np.exp(-dist2 / (2 * sigma**2))
+        oedema_field += np.exp(-dist2 / (2 * (2.0 * sigma) ** 2))
+    core_field /= core_field.max()
+    oedema_field = oedema_field / oedema_field.max() + 0.12 * smooth_field(rng, shape, 0.06)
+    core = core_field > 0.35
+    necrosis = core_field > rng.uniform(0.6, 0.7)
+    oedema = oedema_field > 0.55
+
+    tissue = np.where(brain, _BRAIN, 0)
+    tissue[ventricles & brain] = _CSF
+    tissue[oedema & brain] = _OEDEMA
+    tissue[core & brain] = _RIM
+    tissue[necrosis & brain] = _NECROSIS
+    label = np.zeros(shape, np.uint8)
+    label[tissue == _OEDEMA] = 2
+    label[tissue == _RIM] = 4
+    label[tissue == _NECROSIS] = 1
+
+    texture = smooth_field(rng, shape, 0.04)
+    images = {}
+    for modality, contrast in _MRI_CONTRAST.items():
+        bias = np.exp(0.12 * smooth_field(rng, shape, 0.25))
+        relative = render(tissue, contrast, blur=0.6) * (1 + 0.05 * _TEXTURE_SIGN[modality] * texture)
+        relative = (relative + rng.uniform(-0.05, 0.05)) * bias
+        relative += rng.uniform(0.07, 0.12) * rng.standard_normal(shape)
+        image = np.clip(relative * rng.uniform(300.0, 1200.0), 0, None) * brain
+        images[modality] = np.round(image).astype(np.int16)
+    return images, label
+
+
+def make_brats_dataset(
+    out_dir: str | Path, num_cases: int = 6, shape: Shape = (48, 48, 48), naming: str = "2021", seed: int = 0
+) -> Path:
+    """Write a synthetic BraTS data set in the challenge's folder layout.
+
+    ``out_dir/<case>/<case>_t1.nii.gz ... _seg.nii.gz`` (``BraTS2021_00000``) for ``naming="2021"`` (ET = 4), or
+    ``out_dir/<case>/<case>-t1n.nii.gz ... -seg.nii.gz`` (``BraTS-GLI-00000-000``) for ``"2023"`` (ET = 3).
+    Images are int16 on a 1 mm grid oriented as BraTS's (LPS voxel axes), labels uint8.
+
+    Args:
+        out_dir: folder to write into (created).
+        num_cases: number of cases.
+        shape: voxel grid of every case.
+        naming: ``"2021"`` or ``"2023"``.
+        seed: random seed; the same seed writes the same files.
+
+    Returns:
+        ``out_dir`` as a path, ready for :func:`medguide.data.brats_datalist`.
+    """
+    if naming not in _SUFFIXES:
+        raise ValueError(f"naming must be one of {sorted(_SUFFIXES)}, got {naming!r}")
+    out_dir = Path(out_dir)
+    # BraTS volumes are stored with flipped x and y axes: affine diag(-1, -1, 1), origin at the last y row.
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[1, 3] = shape[1] - 1
+    suffixes = _SUFFIXES[naming]
+    for index in range(num_cases):
+        case = f"BraTS2021_{index:05d}" if naming == "2021" else f"BraTS-GLI-{index:05d}-000"
+        images, label = _brats_case(np.random.default_rng([seed, index]), shape)
+        label[label == 4] = brats_label_values(naming)[-1]  # ET
+        for modality, image in images.items():
+            save_nifti(image, affine, out_dir / case / f"{case}{suffixes[modality]}.nii.gz")
+        save_nifti(label, affine, out_dir / case / f"{case}{suffixes['label']}.nii.gz")
+    return out_dir

@@ -1,24 +1,27 @@
 """Load and validate the volumes of one case; the single code path behind :class:`medguide.transforms.LoadCased`.
 
 A datalist item is ``{"case": str, "image": [path, ...], "modalities": [name, ...], "label": path}`` (``label``
-and ``series`` optional). A path is a NIfTI or any other file MONAI reads, a file only SimpleITK reads (``.mha``,
-``.nrrd``, ...), or a folder holding a DICOM series. Every problem is raised as
-:class:`~medguide.data.errors.InvalidCaseError` naming the case and the file, so that one bad case never stops a run
-without saying which it is. What is refused rather than guessed:
+and ``series`` optional); ``label`` may also be a class label, an integer or ``{task: integer}``, as
+:func:`medguide.data.read_class_labels` reads them from a CSV (which it names in ``label_file``). A path is a NIfTI
+or any other file MONAI reads, a file only SimpleITK reads (``.mha``, ``.nrrd``, ...), or a folder holding a DICOM
+series. Every problem is raised as :class:`~medguide.data.errors.InvalidCaseError` naming the case and the file, so
+that one bad case never stops a run without saying which it is. What is refused rather than guessed:
 
 - a file holding several volumes (a 4th axis longer than 1) where one modality or one label map is expected;
 - a DICOM folder holding several series (unless one is chosen by SeriesInstanceUID or SeriesDescription), a
   single 2D image, or slices whose positions are not evenly spaced (a missing or duplicated slice);
 - label values that are not within 1e-3 of a declared value (values that are, as a resampled float label map
-  holds them, are rounded and the count logged).
+  holds them, are rounded and the count logged); class labels outside their task's declared values. Both go through
+  :func:`check_label_values`, so a bad label image and a bad CSV cell read alike.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -31,12 +34,15 @@ from monai.data.utils import orientation_ras_lps
 from monai.transforms import LoadImage
 
 from medguide.data.errors import InputError, InvalidCaseError, flag
-from medguide.data.files import name_list, visible
+from medguide.data.files import MONAI_READER_SUFFIXES, image_stem, name_list, visible
 
 __all__ = [
     "CaseList",
     "case_name",
     "check_case",
+    "check_class_label",
+    "check_label_values",
+    "is_class_label",
     "dicom_series_files",
     "load_image_stack",
     "load_label",
@@ -53,8 +59,6 @@ LABEL_ROUNDING_ATOL = 1e-3
 # slice positions may differ from the series' spacing by this share of it (scanners round positions)
 SLICE_SPACING_RTOL = 0.05
 _DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
-# Files that MONAI's installed readers (nibabel, pydicom, numpy, PIL) read; SimpleITK reads everything else.
-_MONAI_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def case_name(item: Mapping, image_key: str = "image", case_key: str = "case") -> str:
@@ -68,8 +72,7 @@ def case_name(item: Mapping, image_key: str = "image", case_key: str = "case") -
     if item.get(case_key):
         return str(item[case_key])
     files = item.get(image_key) or ""
-    first = Path(files if isinstance(files, str | Path) else files[0])
-    return Path(first.name.removesuffix(".gz")).stem
+    return image_stem(files if isinstance(files, str | Path) else files[0])
 
 
 @cache
@@ -256,7 +259,7 @@ def read_volume(path: str | Path, case: str, series: str | None = None) -> MetaT
     except Exception as error:
         reason = f"unreadable or corrupted ({type(error).__name__}: {error})"
         # SimpleITK zero-fills a truncated .nii.gz without a word, so it never gets the files MONAI's readers own.
-        if path.is_file() and path.name.lower().endswith(_MONAI_SUFFIXES):
+        if path.is_file() and path.name.lower().endswith(MONAI_READER_SUFFIXES):
             raise InvalidCaseError(case, path, reason) from error
         try:
             volume = _read_with_simpleitk(path, dicom_files)
@@ -343,21 +346,52 @@ def load_image_stack(
     return MetaTensor(stacked, meta=dict(volumes[0].meta), applied_operations=list(volumes[0].applied_operations))
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else f"{float(value):g}"
+    return repr(value)
+
+
+def check_label_values(
+    values: Iterable,
+    allowed: Sequence,
+    case: str,
+    file: str | Path,
+    what: str = "label values",
+    where: str = "",
+) -> None:
+    """Refuse values outside the declared set, naming the case, the file and the values (up to five).
+
+    The one check behind label images (:func:`load_label`), class labels in a CSV
+    (:func:`medguide.data.read_class_labels`) and in a datalist (:func:`check_class_label`).
+
+    Args:
+        values: the values found (a label map's distinct voxel values, a CSV cell's value).
+        allowed: the declared values, e.g. ``(0, 1, 2, 4)`` or ``("G", "A", "O")``.
+        case: the case id to name.
+        file: the file the values come from.
+        what: what the values are, to start the message.
+        where: appended to the message, e.g. ``", in 12 voxels"`` or ``", in row 4"``.
+
+    Raises:
+        InvalidCaseError: e.g. ``case 'c1': file 'labels.csv': column 'class' value ['X'] outside the declared set
+            ['G', 'A', 'O'], in row 4``.
+    """
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        shown = ", ".join(_shown(v) for v in bad[:5]) + (f", ... ({len(bad)} values)" if len(bad) > 5 else "")
+        raise InvalidCaseError(case, file, f"{what} [{shown}] outside the declared set {list(allowed)}{where}")
+
+
 def _check_label_values(label: MetaTensor, label_values: Sequence[int], case: str, file: str | Path) -> MetaTensor:
     """Round values within ``LABEL_ROUNDING_ATOL`` of a declared value; refuse the others, briefly."""
     allowed = np.asarray(label_values, dtype=float)
     found, counts = np.unique(label.as_tensor().numpy(), return_counts=True)
     distance = np.abs(found[:, None] - allowed[None]).min(1)
     bad = distance > LABEL_ROUNDING_ATOL
-    if bad.any():
-        shown = ", ".join(f"{v:g}" for v in found[bad][:5]) + (
-            f", ... ({int(bad.sum())} values)" if bad.sum() > 5 else ""
-        )
-        raise InvalidCaseError(
-            case,
-            file,
-            f"label values [{shown}] outside the declared set {list(label_values)}, in {int(counts[bad].sum())} voxels",
-        )
+    snapped = np.where(bad, found, allowed[np.abs(found[:, None] - allowed[None]).argmin(1)])
+    where = f", in {int(counts[bad].sum())} voxels"
+    check_label_values(snapped.tolist(), list(label_values), case, file, where=where)
     inexact = distance > 0
     if inexact.any():
         logger.info(
@@ -406,21 +440,69 @@ def load_label(
     return label
 
 
-def check_case(item: Mapping, label_values: Sequence[int] | None = None) -> None:
+def is_class_label(label: object) -> bool:
+    """Whether a datalist item's ``label`` is a class label (an integer or ``{task: integer}``) rather than a file."""
+    return isinstance(label, Mapping | numbers.Real)
+
+
+def check_class_label(
+    label: int | Mapping[str, int],
+    label_values: Sequence[int] | Mapping[str, Sequence[int]] | None,
+    case: str,
+    file: str | Path = "(datalist)",
+) -> None:
+    """Check a class label against the declared values, as :func:`load_label` checks a label image.
+
+    Args:
+        label: one class index, or ``{task: class index}`` for several tasks per case.
+        label_values: the allowed values (e.g. ``[0, 1, 2]``); ``{task: allowed values}`` for a label of several
+            tasks; ``None`` skips the check.
+        case: the case id to name in errors.
+        file: where the label comes from (a labels CSV), to name in errors.
+
+    Raises:
+        InvalidCaseError: a value outside its set (the task and value named), or a label whose tasks are not the
+            declared ones.
+        InputError: ``label_values`` declares one set for a label of several tasks, or tasks for a single label.
+    """
+    if label_values is None:
+        return
+    if isinstance(label, Mapping) != isinstance(label_values, Mapping):
+        raise InputError(
+            f"case {case!r}: label {label!r} and label_values {label_values!r} do not match: a label of several "
+            "tasks ({task: class}) needs label_values as {task: [values]}, a single class label a list of values."
+        )
+    if not isinstance(label, Mapping):
+        check_label_values([label], list(label_values), case, file, what="class label")
+        return
+    if set(label) != set(label_values):
+        raise InvalidCaseError(case, file, f"label tasks {sorted(label)} are not the declared {sorted(label_values)}")
+    for task, allowed in label_values.items():
+        check_label_values([label[task]], list(allowed), case, file, what=f"task {task!r} class label")
+
+
+def check_case(item: Mapping, label_values: Sequence[int] | Mapping[str, Sequence[int]] | None = None) -> None:
     """Load every file of a datalist item and raise if anything is wrong with it.
 
     Args:
         item: ``{"case": str, "image": [paths], "modalities": [names], "label": path, "series": choice}``;
-            ``label``, ``modalities`` and ``series`` optional.
-        label_values: the declared label set; ``None`` skips the value check.
+            ``label``, ``modalities`` and ``series`` optional. ``label`` may be a class label instead of a file: an
+            integer or ``{task: integer}``, from the CSV named in ``label_file``
+            (:func:`medguide.data.read_class_labels`).
+        label_values: the declared label set (for ``{task: integer}`` labels, ``{task: values}``); ``None`` skips the
+            value check.
 
     Raises:
-        InvalidCaseError: naming the case and the file (see :func:`load_image_stack` and :func:`load_label`).
+        InvalidCaseError: naming the case and the file (see :func:`load_image_stack`, :func:`load_label` and
+            :func:`check_class_label`).
     """
     case = case_name(item)
     image = load_image_stack(item["image"], case, item.get("modalities"), item.get("series"))
-    if item.get("label"):
-        load_label(item["label"], image, case, label_values)
+    label = item.get("label")
+    if is_class_label(label):
+        check_class_label(label, label_values, case, item.get("label_file", "(datalist)"))
+    elif label:
+        load_label(label, image, case, label_values)
 
 
 class CaseList(list):
@@ -441,13 +523,17 @@ class CaseList(list):
 
 
 def validate_datalist(
-    datalist: Sequence[Mapping], label_values: Sequence[int] | None = None, skip_invalid: bool = False
+    datalist: Sequence[Mapping],
+    label_values: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    skip_invalid: bool = False,
 ) -> CaseList:
     """Check every item of a datalist before training or inference starts.
 
     Args:
-        datalist: datalist items as :func:`check_case` takes them (a :class:`CaseList` keeps its skipped cases).
-        label_values: the declared label set; ``None`` skips the value check.
+        datalist: datalist items as :func:`check_case` takes them (a :class:`CaseList` keeps its skipped cases); an
+            item's ``label`` is a label image, or a class label (an integer, or ``{task: integer}``).
+        label_values: the declared label set (``{task: values}`` for class labels of several tasks); ``None`` skips
+            the value check.
         skip_invalid: log a warning naming the case and file and drop the item, instead of raising.
 
     Returns:

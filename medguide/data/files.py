@@ -1,14 +1,15 @@
 """File-level helpers every reader and writer shares: atomic writes, image suffixes, hidden files, input/output paths.
 
-Writers put their bytes in a temporary file beside the target and rename it into place, so a stopped run never
-leaves half a file and readers never see one; the renamed file gets the mode a plain ``open()`` would give it
-under the user's umask (``tempfile.mkstemp`` alone makes it 0600, unreadable for colleagues on a shared server).
+Writers put their bytes in a temporary file (or folder) beside the target and rename it into place, so a stopped
+run never leaves half a file and readers never see one; the renamed file gets the mode a plain ``open()`` would give
+it under the user's umask (``tempfile.mkstemp`` alone makes it 0600, unreadable for colleagues on a shared server).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,9 +19,12 @@ from medguide.data.errors import InputError, flag
 __all__ = [
     "IMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
+    "MONAI_READER_SUFFIXES",
+    "atomic_folder",
     "atomic_target",
     "atomic_write_text",
     "check_output_dir",
+    "image_stem",
     "image_suffix",
     "is_hidden",
     "name_list",
@@ -28,14 +32,22 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# files that MONAI's installed readers (nibabel, pydicom, numpy, PIL) read; SimpleITK reads the other formats
+MONAI_READER_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp")
 # multi-part suffixes first, so ".nii.gz" is not taken for ".gz"
-IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (*MONAI_READER_SUFFIXES, ".nrrd", ".mha", ".mhd", ".tif", ".tiff")
 
 
 def image_suffix(path: str | os.PathLike) -> str:
     """The image suffix of a file name, case kept (``.nii.gz`` for ``x.nii.gz``; else the last suffix)."""
     name = Path(path).name
     return next((name[-len(s) :] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), Path(name).suffix)
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """The file name without its image suffix (``case_t1`` for ``case_t1.nii.gz``; see :func:`image_suffix`)."""
+    name = Path(path).name
+    return name[: len(name) - len(image_suffix(name))]
 
 
 def is_hidden(path: str | os.PathLike) -> bool:
@@ -58,11 +70,11 @@ def name_list(paths: Sequence[Path], most: int = 5) -> str:
     return ", ".join(p.name for p in paths[:most]) + (", ..." if len(paths) > most else "") or "nothing"
 
 
-def _new_file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file: 0666 less the process's umask."""
+def _new_mode(folder: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets from ``open()`` or ``mkdir()``: less the process's umask."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if folder else 0o666) & ~umask
 
 
 @contextlib.contextmanager
@@ -82,11 +94,38 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, _new_file_mode())
+        os.chmod(tmp, _new_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; renamed onto ``path`` when the block ends without error.
+
+    Processes started together (``torchrun``) that each build the same folder never see a half-built one: the first
+    rename wins and the others' copies are removed. The staging folder is removed when the block raises, and the
+    folder gets the mode a new folder gets under the user's umask (``tempfile.mkdtemp`` alone makes it 0700).
+
+    Example:
+        >>> with atomic_folder("/tmp/sets/brats") as staging:
+        ...     make_brats_dataset(staging)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield staging
+        os.chmod(staging, _new_mode(folder=True))
+        try:
+            os.replace(staging, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -58,7 +58,8 @@ def test_brats_labels_follow_the_release(brats, tmp_path):
     items_2021 = brats_datalist(make_brats_dataset(tmp_path, num_cases=1, shape=SHAPE, naming="2021"))
     # file label values, and medguide's class (background, NCR, ED, ET) of each
     assert brats_label_map(items_2023) == ([0, 1, 2, 3], [0, 1, 2, 3])
-    assert brats_label_map(items_2021) == ([0, 1, 2, 4], [0, 1, 2, 3])
+    label_map = brats_label_map(items_2021)  # the configs read the two by name
+    assert label_map.file_values == [0, 1, 2, 4] and label_map.classes == [0, 1, 2, 3]
     assert brats_label_map([{"case": "brats_2013_pat0001_1", "naming": "2015"}]) == ([0, 1, 2, 3, 4], [0, 1, 2, 1, 3])
     assert brats_output_labels(items_2023) == [0, 1, 2, 3] and brats_output_labels(items_2021) == [0, 1, 2, 4]
     # values given by hand are taken as they are
@@ -73,6 +74,10 @@ def test_brats_subset_order_and_aliases(brats):
     items = brats_datalist(brats, modalities=("t2f", "t1c"))
     assert items[0]["modalities"] == ["flair", "t1ce"]
     assert Path(items[0]["image"][0]).name.endswith("-t2f.nii.gz")
+    with pytest.raises(ValueError, match="BraTS modalities must be .* unknown \\['dwi'\\]"):
+        brats_datalist(brats, modalities=("flair", "dwi"))
+    with pytest.raises(ValueError, match="repeated \\['flair'\\]"):
+        brats_datalist(brats, modalities=("flair", "t2f"))  # two names of one sequence
 
 
 def test_brats_2021_naming(tmp_path):
@@ -121,7 +126,7 @@ def test_decathlon(liver):
     assert venous_only[0]["image"] == [str(liver / "imagesTr" / "liver_000_0001.nii.gz")]
     (test_item,) = decathlon_datalist(liver, "test")
     assert test_item["case"] == "liver_002" and "label" not in test_item
-    with pytest.raises(KeyError, match="portal"):
+    with pytest.raises(ValueError, match="phases of .*dataset.json must be .* unknown \\['portal'\\]"):
         decathlon_datalist(liver, phases=["portal"])
 
 

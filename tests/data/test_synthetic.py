@@ -1,17 +1,22 @@
 """The synthetic data sets: the real layouts, declared labels, seeded, and modalities that differ where they should."""
 
+import functools
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medguide.data import (
+    InputError,
+    MissingInputError,
     brats_datalist,
     brats_label_values,
+    dataset_dir_or_synthetic,
     decathlon_datalist,
     make_brats_dataset,
-    make_dataset,
     make_liver_dataset,
 )
 from medguide.transforms import LoadCased
@@ -71,9 +76,9 @@ def test_liver_layout(liver):
 
 
 def test_seeded(tmp_path):
-    first = make_dataset("liver", tmp_path / "a", num_cases=1, shape=(24, 24, 24), num_test=0, seed=3)
-    second = make_dataset("liver", tmp_path / "b", num_cases=1, shape=(24, 24, 24), num_test=0, seed=3)
-    other = make_dataset("liver", tmp_path / "c", num_cases=1, shape=(24, 24, 24), num_test=0, seed=4)
+    first = make_liver_dataset(tmp_path / "a", num_cases=1, shape=(24, 24, 24), num_test=0, seed=3)
+    second = make_liver_dataset(tmp_path / "b", num_cases=1, shape=(24, 24, 24), num_test=0, seed=3)
+    other = make_liver_dataset(tmp_path / "c", num_cases=1, shape=(24, 24, 24), num_test=0, seed=4)
     a, b, c = (_load(decathlon_datalist(d)[0], None)[0] for d in (first, second, other))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -109,6 +114,47 @@ def test_liver_phases_show_different_parts(liver):
         assert venous[liver_region].mean() > arterial[liver_region].mean() + 20
 
 
-def test_make_dataset_rejects_unknown_kind(tmp_path):
-    with pytest.raises(ValueError, match="unknown synthetic data set"):
-        make_dataset("retina", tmp_path)
+def test_makers_refuse_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown \\['portal'\\]"):
+        make_liver_dataset(tmp_path, phases=("venous", "portal"))
+    with pytest.raises(ValueError, match="naming must be one of"):
+        make_brats_dataset(tmp_path, naming="2019")
+
+
+def test_synthetic_set_is_made_once_per_maker_and_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = {"num_cases": 1, "shape": [16, 16, 16], "num_test": 0}
+    made = dataset_dir_or_synthetic("", make_liver_dataset, **settings)
+    # the dotted path, as a config or a bundle's demo.json names it, finds the same set
+    assert dataset_dir_or_synthetic(None, "medguide.data.make_liver_dataset", **settings) == made
+    assert made.parent == tmp_path / "medguide-synthetic"
+    assert made.name == "medguide.data.liver.make_liver_dataset-num_cases1-num_test0-shape16x16x16"
+    assert [item["case"] for item in decathlon_datalist(made)] == ["liver_000"]
+    other = dataset_dir_or_synthetic("", make_liver_dataset, **settings, seed=1)
+    assert sorted(p.name for p in made.parent.iterdir()) == sorted([made.name, other.name])  # no staging left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert made.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_given_dataset_dir_is_used_as_is(tmp_path):
+    assert dataset_dir_or_synthetic(str(tmp_path), "no.such.maker") == tmp_path
+    with pytest.raises(MissingInputError, match="does not exist"):
+        dataset_dir_or_synthetic(tmp_path / "absent", make_brats_dataset)
+
+
+def test_unknown_or_nameless_maker_is_named(tmp_path):
+    with pytest.raises(InputError, match="'medguide.data.make_retina_dataset' is not a function"):
+        dataset_dir_or_synthetic("", "medguide.data.make_retina_dataset", root=tmp_path)
+    with pytest.raises(InputError, match="no name"):
+        dataset_dir_or_synthetic("", functools.partial(make_brats_dataset, naming="2023"), root=tmp_path)
+
+
+def test_failed_maker_leaves_nothing(tmp_path):
+    def broken(out_dir, **kwargs):
+        (Path(out_dir) / "half.nii.gz").write_bytes(b"")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        dataset_dir_or_synthetic("", broken, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
