@@ -24,9 +24,11 @@ import sys
 import time
 
 import torch
+from monai.inferers import SimpleInferer
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from medguide.engines import ModalityBatch, predict_subsets
 from medguide.networks import MAMLNet
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -54,9 +56,17 @@ def train_step(net: MAMLNet, x: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def infer(net: MAMLNet, x: torch.Tensor, modalities=None) -> torch.Tensor:
+def infer(net: MAMLNet, x: torch.Tensor) -> torch.Tensor:
     net.eval()
-    return net(x, modalities)
+    return net(x)
+
+
+@torch.no_grad()
+def infer_subset(net: MAMLNet, batch: dict, subset: tuple[str, ...]) -> torch.Tensor:
+    """Inference from one subset of the batch's modalities, as the missing-modality evaluator runs it."""
+    net.eval()
+    ((_, pred),) = predict_subsets(net, SimpleInferer(), batch, ModalityBatch(), [subset])
+    return pred
 
 
 def timed(device: str, fn, *args) -> float:
@@ -139,9 +149,10 @@ def compare(args: argparse.Namespace) -> dict:
         }
     full = statistics.median(timed(args.device, infer, fast, x) for _ in range(args.repeats))
     subsets = {}
+    batch = {"image": x, "modalities": list(MODALITIES)}
     for k in range(1, len(MODALITIES) + 1):
         names = MODALITIES[:k]
-        t = statistics.median(timed(args.device, infer, fast, x[:, :k], names) for _ in range(args.repeats))
+        t = statistics.median(timed(args.device, infer_subset, fast, batch, names) for _ in range(args.repeats))
         subsets[f"{k}/{len(MODALITIES)}"] = round(t / full, 3)
     results["inference_cost_k_of_M"] = subsets
     results["train_step_limits"] = breakdown(

@@ -26,7 +26,7 @@ from monai.bundle import ConfigWorkflow, run
 from monai.metrics import DiceMetric
 
 from medguide.data import atomic_write_text, nonempty_subsets
-from medguide.engines import trained_network
+from medguide.engines import predict_subsets, trained_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,6 +76,7 @@ def score(bundle: str, root: Path, **overrides) -> dict[str, dict[str, float]]:
         files(bundle, "train.json", "evaluate.json"), workflow_type="eval", bundle_root=str(root), **overrides
     )
     inferer = parser.get_parsed_content("validate#inferer")
+    prepare = parser.get_parsed_content("validate#prepare_batch")
     post = parser.get_parsed_content("validate#postprocessing")
     regions = parser.get_parsed_content("region_names")
     names = list(parser.get_parsed_content("modalities"))
@@ -83,18 +84,20 @@ def score(bundle: str, root: Path, **overrides) -> dict[str, dict[str, float]]:
     if hasattr(network, "branches"):
         keys += [f"branch:{m}" for m in names]
     metrics = {k: DiceMetric(include_background=True, reduction="mean_batch") for k in keys}
+
+    def score_case(key: str, pred: torch.Tensor, label: torch.Tensor) -> None:
+        out = post({"pred": pred[0].float(), "label": label})
+        metrics[key](y_pred=out["pred"].unsqueeze(0).cpu(), y=out["label"].unsqueeze(0).cpu())
+
     with torch.no_grad():
         for item in parser.get_parsed_content("validate#dataset"):
-            image = item["image"].unsqueeze(0).to(device)
-            for key in keys:
-                if key.startswith("branch:"):
-                    m = names.index(key.split(":")[1])
-                    pred = inferer(image[:, m : m + 1], network.branches[m])
-                else:
-                    subset = key.split("+")
-                    pred = inferer(image[:, [names.index(s) for s in subset]], network, modalities=subset)
-                out = post({"pred": pred[0].float(), "label": item["label"]})
-                metrics[key](y_pred=out["pred"].unsqueeze(0).cpu(), y=out["label"].unsqueeze(0).cpu())
+            image = item[prepare.image_key].unsqueeze(0)
+            batch = {prepare.image_key: image, prepare.modality_key: list(item[prepare.modality_key])}
+            label = item[prepare.label_key]
+            for subset, pred in predict_subsets(network, inferer, batch, prepare, device=device):
+                score_case("+".join(subset), pred, label)
+            for m, branch in enumerate(getattr(network, "branches", [])):
+                score_case(f"branch:{names[m]}", inferer(image[:, m : m + 1].to(device), branch), label)
     return {k: dict(zip(regions, m.aggregate().tolist())) for k, m in metrics.items()}
 
 

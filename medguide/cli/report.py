@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medguide.data import atomic_write_text, nonempty_subsets
-from medguide.data import synthetic as synthetic_makers
-from medguide.engines import trained_network
+from medguide.data import atomic_write_text, nonempty_subsets, resolve_maker
+from medguide.engines import predict_subsets, trained_network
 from medguide.engines.precision import autocast, resolve_precision
 from medguide.metrics.conventions import dice
 from medguide.transforms import LabelsToRegions
@@ -78,20 +77,21 @@ def _figure(parser, network, device, classes: Mapping[str, str], out: Path) -> t
     """First validation case: FLAIR and T1ce (or the first modalities), the reference and every subset's prediction,
     each with its Dice over the whole case. Returns the PNG and a caption."""
     inferer = parser.get_parsed_content("validate#inferer")
+    prepare = parser.get_parsed_content("validate#prepare_batch")
     item = parser.get_parsed_content("validate#dataset")[0]
-    names = list(item["modalities"])
-    case = item.get("case") or item["image"].meta.get("case", "?")
+    names = list(item[prepare.modality_key])
+    image = item[prepare.image_key]
+    case = item.get("case") or image.meta.get("case", "?")
     region_names = list(parser.get_parsed_content("region_names"))
     to_regions = LabelsToRegions(parser.get_parsed_content("regions"))
-    image = item["image"].unsqueeze(0).to(device)
-    label = item["label"]
+    batch = {prepare.image_key: image.unsqueeze(0), prepare.modality_key: names}  # a batch of one, not collated
+    label = item[prepare.label_key]
     reference = to_regions(label.as_tensor() if hasattr(label, "as_tensor") else label)[None]
     subsets, selection = _shown_subsets(names)
     preds, titles = [], []
     # the evaluator's precision, so each panel's Dice is the table's for this case
     with torch.no_grad(), autocast(_dtype(parser, device), device):
-        for subset in subsets:
-            logits = inferer(image[:, [names.index(m) for m in subset]], network, modalities=list(subset))
+        for subset, logits in predict_subsets(network, inferer, batch, prepare, subsets, device):
             pred = logits.float().argmax(1).cpu()
             scores = dice(to_regions(pred)[None], reference)[0].tolist()
             per_region = ", ".join(f"{r} {d:.2f}" for r, d in zip(region_names, scores))
@@ -111,7 +111,7 @@ def _figure(parser, network, device, classes: Mapping[str, str], out: Path) -> t
     rest = [i for i in range(len(subsets)) if i not in full]
     order = full + rest  # the prediction from every modality beside the reference, then by subset size
     figure = label_overlay_figure(
-        images=[image[0, names.index(m), :, :, z].cpu().numpy() for m in shown],
+        images=[image[names.index(m), :, :, z].cpu().numpy() for m in shown],
         image_titles=shown,
         labels=[label[:, :, z]] + [preds[i][:, :, z] for i in order],
         label_titles=[f"reference (over {shown[0]})"] + [titles[i] for i in order],
@@ -140,11 +140,8 @@ def _first(pattern: str, texts: Sequence[object]) -> str | None:
 
 
 def _dtype(parser, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the bundle's engines run in (``precision``, and ``amp`` on CUDA); ``None``: float32."""
-    dtype = resolve_precision(parser.get_parsed_content("precision"), device)
-    if dtype is None and device.type == "cuda" and parser.get_parsed_content("amp"):
-        return torch.float16  # MONAI's AMP default
-    return dtype
+    """The autocast dtype the bundle's engines run in (its ``precision`` on ``device``); ``None``: float32."""
+    return resolve_precision(parser.get_parsed_content("precision"), device)
 
 
 def _precision(parser, device: torch.device) -> str:
@@ -189,14 +186,12 @@ def run_facts(parser, classes: Mapping[str, str]) -> dict:
     if dataset_dir:
         data = f"the folder `{dataset_dir}`"
     else:
-        kind = _first(r"dataset_dir_or_synthetic\(\s*@dataset_dir\s*,\s*['\"](\w+)['\"]", [parser.get("data_dir")])
-        maker = getattr(synthetic_makers, f"make_{kind}_dataset", None)
+        name = _first(r"dataset_dir_or_synthetic\(\s*@dataset_dir\s*,\s*['\"]?([\w.]+)", [parser.get("data_dir")])
+        maker = resolve_maker(name) if name else None
         seed = {"seed": inspect.signature(maker).parameters["seed"].default} if maker else {}
         arguments = {**seed, **parser.get_parsed_content("synthetic")}
         listed = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-        data = (
-            f"synthetic, in the public layout: `medguide.data.make_dataset({kind!r}, {listed})`, kept in `{data_dir}`"
-        )
+        data = f"synthetic, in the public layout: `{name}({listed})`, kept in `{data_dir}`"
     device = torch.device(parser.get_parsed_content("device"))
     names = list(parser.get_parsed_content("region_names"))
     return {

@@ -4,9 +4,16 @@ from medguide.engines.checkpoints import CheckpointLoader, NetworkSettingsSaver,
 from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
-from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities
+from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities, predict_subsets
 from medguide.engines.memory import MemoryCheck, available_memory, estimate_peak_memory
-from medguide.engines.precision import PRECISIONS, AutocastCall, autocast, resolve_precision
+from medguide.engines.precision import (
+    PRECISIONS,
+    AutocastCall,
+    EnginePrecision,
+    autocast,
+    engine_precision,
+    resolve_precision,
+)
 from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
@@ -14,6 +21,7 @@ __all__ = [
     "PRECISIONS",
     "AutocastCall",
     "CheckpointLoader",
+    "EnginePrecision",
     "EpochProgress",
     "Evaluator",
     "MemoryCheck",
@@ -26,8 +34,10 @@ __all__ = [
     "available_memory",
     "batch_modalities",
     "ddp_process_group",
+    "engine_precision",
     "estimate_peak_memory",
     "finish_distributed",
+    "predict_subsets",
     "resolve_precision",
     "save_network_settings",
     "show_known_warnings_once",

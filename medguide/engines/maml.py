@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from ignite.engine import Events
@@ -13,12 +14,12 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.transforms import Compose
 from monai.utils import CommonKeys as Keys
 
+from medguide.data.geometry import spacing_of
 from medguide.data.modalities import nonempty_subsets
 from medguide.engines.workflows import Evaluator
-from medguide.metrics.conventions import spacing_of
 from medguide.metrics.subsets import SubsetTable
 
-__all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities"]
+__all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities", "predict_subsets"]
 
 logger = logging.getLogger("medguide.engines")
 
@@ -83,6 +84,12 @@ class ModalityBatch(PrepareBatch):
             return sorted(self.rng.choice(nonempty_subsets(range(len(names)))))
         return list(range(len(names)))
 
+    def fixed(self, modalities: Sequence[str]) -> ModalityBatch:
+        """This preparation with its keys, for the fixed subset ``modalities`` (no dropout)."""
+        return ModalityBatch(
+            modalities=modalities, image_key=self.image_key, label_key=self.label_key, modality_key=self.modality_key
+        )
+
     def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
         names = batch_modalities(batchdata[self.modality_key])
         keep = self.select(names)
@@ -93,22 +100,68 @@ class ModalityBatch(PrepareBatch):
         return image, label, (), {"modalities": [names[i] for i in keep]}
 
 
+def predict_subsets(
+    network,
+    inferer,
+    batchdata: dict,
+    prepare_batch: ModalityBatch,
+    subsets: Iterable[Sequence[str]] | None = None,
+    device: str | torch.device | None = None,
+) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
+    """Predict a batch from each subset of its modalities: the missing-modality inference, for every user.
+
+    Each subset is prepared as ``prepare_batch.fixed(subset)`` prepares it (same keys, those channels) and
+    inferred as MONAI's engines infer, ``inferer(image, network, modalities=[...])``. Gradients, the network's
+    mode and the precision are the caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and
+    :func:`medguide.engines.precision.autocast`; each prediction is made when the iteration reaches it.
+
+    Example::
+
+        with torch.no_grad():
+            for subset, logits in predict_subsets(network, SimpleInferer(), batch, ModalityBatch()):
+                ...  # ("t1",), then ("t1ce",), ..., ("t1", "t1ce", "t2", "flair")
+
+    Args:
+        network: the network, e.g. :class:`medguide.networks.MAMLNet`.
+        inferer: a MONAI inferer (or any callable taking ``(image, network, modalities=...)``).
+        batchdata: a collated batch holding ``prepare_batch``'s image and modality keys.
+        prepare_batch: the batch preparation of the engine, whose keys it reads.
+        subsets: the subsets to predict, each in any order of the batch's modalities; default every non-empty
+            subset of the batch's modalities, smallest first.
+        device: where the image is moved before the inference (``None``: where it is).
+
+    Yields:
+        ``(subset, prediction)``: the subset as a tuple, and the inferer's output for it.
+
+    Raises:
+        ValueError: a subset names a modality the batch does not have.
+    """
+    names = batch_modalities(batchdata[prepare_batch.modality_key])
+    for subset in nonempty_subsets(names) if subsets is None else subsets:
+        image, _, args, kwargs = prepare_batch.fixed(subset)(batchdata, device)
+        yield tuple(subset), inferer(image, network, *args, **kwargs)
+
+
 class SubsetEvaluator(Evaluator):
     """Evaluator that also scores every non-empty subset of each case's modalities: the missing-modality table.
 
     The engine's own output, metrics and handlers use all the modalities a case has, as a plain evaluator does.
-    In addition every case is inferred once per subset; ``subset_postprocessing`` turns each prediction and
-    label into one-hot regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region,
-    HD95 in millimetres from the spacing of each case's label affine (in voxels for labels without an affine).
-    At the end of the run the table is logged and written as CSV and markdown into ``table_dir``.
+    In addition every case is inferred once per subset (:func:`predict_subsets`, with the engine's
+    ``prepare_batch`` and its keys); ``subset_postprocessing`` turns each prediction and label into one-hot
+    regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region, HD95 in millimetres
+    from the spacing of each case's label affine (in voxels for labels without an affine). At the end of the run
+    the table is logged and written as CSV and markdown into ``table_dir``.
 
     Args:
         subset_postprocessing: transform on decollated ``{"pred", "label"}`` dicts giving one-hot regions.
         regions: region names, one per channel after ``subset_postprocessing``.
         table_dir: folder for ``missing_modality_table.csv`` / ``.md``.
         hd95: also compute HD95.
-        args, kwargs: as for :class:`medguide.engines.Evaluator`; ``prepare_batch`` should be a
+        args, kwargs: as for :class:`medguide.engines.Evaluator`; ``prepare_batch`` must be a
             :class:`ModalityBatch`.
+
+    Raises:
+        TypeError: ``prepare_batch`` is not a :class:`ModalityBatch`.
     """
 
     def __init__(
@@ -121,6 +174,10 @@ class SubsetEvaluator(Evaluator):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not isinstance(self.prepare_batch, ModalityBatch):
+            raise TypeError(
+                f"SubsetEvaluator needs a medguide.engines.ModalityBatch as prepare_batch, got {self.prepare_batch!r}."
+            )
         if isinstance(subset_postprocessing, Sequence):
             subset_postprocessing = Compose(subset_postprocessing)
         self.subset_postprocessing = subset_postprocessing
@@ -134,20 +191,20 @@ class SubsetEvaluator(Evaluator):
 
     def _iteration(self, engine: SubsetEvaluator, batchdata: dict) -> dict:
         output = super()._iteration(engine, batchdata)
-        names = batch_modalities(batchdata["modalities"])
-        image = batchdata["image"].to(engine.state.device)
-        label = batchdata["label"]
+        prepare = engine.prepare_batch
+        names = batch_modalities(batchdata[prepare.modality_key])
+        label = batchdata[prepare.label_key]
         # HD95 in mm: the loaded label's affine (crops move its origin, not its spacing); voxels without one
         spacing = spacing_of(label)
-        # the parent's forward used every modality unless prepare_batch chose a subset; reuse it then
-        full = engine._forward if engine._forward[Keys.IMAGE].shape[1] == len(names) else None
-        with engine.mode(engine.network), torch.no_grad(), engine.precision_context():
-            for subset in nonempty_subsets(names):
-                keep = [names.index(m) for m in subset]
-                if full is not None and len(subset) == len(names):
-                    pred = full[Keys.PRED]
-                else:
-                    pred = engine.inferer(image[:, keep], engine.network, modalities=list(subset))
+        subsets = nonempty_subsets(names)
+        # the parent's forward used every modality unless prepare_batch chose a subset; reuse it for the last one
+        reused = []
+        if engine._forward[Keys.IMAGE].shape[1] == len(names):
+            subsets, reused = subsets[:-1], [(tuple(names), engine._forward[Keys.PRED])]
+        network = engine.network
+        with engine.mode(network), torch.no_grad(), engine.amp_context():
+            predicted = predict_subsets(network, engine.inferer, batchdata, prepare, subsets, engine.state.device)
+            for subset, pred in itertools.chain(predicted, reused):
                 items = [
                     engine.subset_postprocessing({Keys.PRED: p, Keys.LABEL: y})
                     for p, y in zip(decollate_batch(pred.float()), decollate_batch(label))

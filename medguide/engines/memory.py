@@ -23,7 +23,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from medguide.engines.handler_errors import pass_own_error, passes_own_error
-from medguide.engines.precision import autocast
+from medguide.engines.precision import autocast, resolve_precision
 
 __all__ = ["MARGIN", "SAFETY", "MemoryCheck", "available_memory", "estimate_peak_memory"]
 
@@ -282,13 +282,11 @@ def estimate_peak_memory(
 
 
 def _engine_dtype(engine: Engine) -> torch.dtype | None:
-    """The autocast dtype an engine runs its forward in: medguide's CPU ``cpu_dtype`` or CUDA ``amp``."""
-    cpu_dtype = getattr(engine, "cpu_dtype", None)
-    if cpu_dtype is not None:
-        return cpu_dtype
-    if getattr(engine, "amp", False) and torch.device(engine.state.device).type == "cuda":
-        return getattr(engine, "amp_kwargs", {}).get("dtype", torch.float16)
-    return None
+    """The autocast dtype of an engine's forward: its ``precision`` on its device; float32 for an engine without one.
+
+    A plain MONAI engine with ``amp`` is thus estimated in float32, which errs on the high side.
+    """
+    return resolve_precision(getattr(engine, "precision", "float32"), engine.state.device)
 
 
 class MemoryCheck:
@@ -296,7 +294,7 @@ class MemoryCheck:
 
     On ``Events.STARTED`` (once per engine) it measures the memory available on the engine's device, estimates a
     step of ``engine.network`` at the configured patch and batch with :func:`estimate_peak_memory`, in the
-    engine's precision (medguide's ``cpu_dtype`` on CPU, ``amp`` on CUDA), and compares the two. When the
+    engine's ``precision`` (see :func:`medguide.engines.precision.resolve_precision`), and compares the two. When the
     estimate is larger it raises ``SystemExit`` with one message, for example::
 
         medguide: training needs about 35.8 GiB (estimated from a measured step at 64x64x64: patch [128, 128, 128],

@@ -1,13 +1,19 @@
-"""Reduced-precision settings shared by medguide's engines and benchmarks."""
+"""The one precision setting of medguide's engines, reports and benchmarks, and what it means on a device.
+
+A config writes ``precision``: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``. :func:`resolve_precision`
+is the one place that turns it into an autocast dtype for a device; :func:`engine_precision` turns that into the
+arguments MONAI's engines take (``amp``, ``amp_kwargs``) plus the CPU autocast MONAI's engines do not do.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["PRECISIONS", "AutocastCall", "autocast", "resolve_precision"]
+__all__ = ["PRECISIONS", "AutocastCall", "EnginePrecision", "autocast", "engine_precision", "resolve_precision"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 
@@ -20,13 +26,22 @@ def _cpu_has_fast_bfloat16() -> bool:
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The autocast dtype that ``precision`` means on ``device``; ``None`` means plain float32.
 
-    ``"auto"`` is float16 on CUDA and bfloat16 on CPUs with native bfloat16, float32 elsewhere. A precision
-    the device cannot run fast (float16 on CPU, bfloat16 on a CPU without native support or an old GPU) falls
-    back to float32 with a warning.
+    ``"float32"`` is exact float32 on every device (no autocast). ``"auto"`` is float16 on CUDA and bfloat16 on
+    CPUs with native bfloat16, float32 elsewhere. A precision the device cannot run fast (float16 on CPU, bfloat16
+    on a CPU without native support or an old GPU) falls back to float32 with a warning.
+
+    Example:
+        >>> resolve_precision("float32", "cuda") is None
+        True
+        >>> resolve_precision("auto", "cuda")
+        torch.float16
 
     Args:
         precision: one of ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"``.
         device: the device the computation runs on.
+
+    Raises:
+        ValueError: ``precision`` is not one of those.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -42,8 +57,40 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
         return torch.bfloat16
     elif precision == "auto":
         return None
-    warnings.warn(f"precision {precision!r} is not supported on this {kind} device; running in float32.", stacklevel=2)
+    # stacklevel 1: the engine, the memory check and the report resolve the same setting; said once per process
+    warnings.warn(f"precision {precision!r} is not supported on this {kind} device; running in float32.", stacklevel=1)
     return None
+
+
+class EnginePrecision(NamedTuple):
+    """How an engine runs a precision setting: MONAI's own CUDA AMP, or medguide's autocast around the forward.
+
+    Attributes:
+        amp: MONAI's ``amp`` argument: ``torch.autocast("cuda")`` around the forward (and, in a trainer, a
+            GradScaler, which :class:`medguide.engines.Trainer` keeps for float16 only).
+        amp_kwargs: MONAI's ``amp_kwargs`` argument: ``{"dtype": ...}`` with ``amp``, else empty.
+        cpu_dtype: the autocast dtype medguide applies around the forward where MONAI's ``amp`` does not reach (it
+            autocasts only CUDA); ``None`` with ``amp`` and for float32.
+    """
+
+    amp: bool
+    amp_kwargs: dict
+    cpu_dtype: torch.dtype | None
+
+
+def engine_precision(precision: str, device: str | torch.device) -> EnginePrecision:
+    """What ``precision`` means for a MONAI engine on ``device`` (see :func:`resolve_precision`).
+
+    Example:
+        >>> engine_precision("auto", "cuda")
+        EnginePrecision(amp=True, amp_kwargs={'dtype': torch.float16}, cpu_dtype=None)
+        >>> engine_precision("float32", "cuda")
+        EnginePrecision(amp=False, amp_kwargs={}, cpu_dtype=None)
+    """
+    dtype = resolve_precision(precision, device)
+    if dtype is not None and torch.device(device).type == "cuda":
+        return EnginePrecision(amp=True, amp_kwargs={"dtype": dtype}, cpu_dtype=None)
+    return EnginePrecision(amp=False, amp_kwargs={}, cpu_dtype=dtype)
 
 
 def autocast(dtype: torch.dtype | None, device: str | torch.device) -> contextlib.AbstractContextManager:

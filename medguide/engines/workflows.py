@@ -7,48 +7,84 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from ignite.engine import Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import SimpleInferer
 
-from medguide.engines.precision import AutocastCall, autocast, resolve_precision
+from medguide.engines.precision import PRECISIONS, AutocastCall, engine_precision
 
 __all__ = ["Evaluator", "Trainer", "trained_network"]
 
 
-def _set_precision(engine, precision: str) -> None:
-    """CUDA reduced precision goes through the engine's own ``amp``; CPU through autocast around the forward."""
-    dtype = resolve_precision(precision, engine.state.device)
-    engine.cpu_dtype = None
-    if dtype is not None and torch.device(engine.state.device).type == "cuda":
-        engine.amp = True
-        engine.amp_kwargs = {**engine.amp_kwargs, "dtype": dtype}
-        if hasattr(engine, "scaler") and engine.scaler is None:
-            engine.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    elif dtype is not None:
-        engine.cpu_dtype = dtype
+def _engine_arguments(engine: str, precision: str, device: str | torch.device, inferer, kwargs: dict) -> dict:
+    """MONAI's ``amp``, ``amp_kwargs`` and ``inferer`` arguments for ``precision`` on ``device``.
+
+    MONAI's engines autocast only CUDA, so off CUDA the inferer is wrapped in :class:`AutocastCall`: only the
+    forward runs in reduced precision, the loss casts to float32 and the backward follows the forward.
+
+    Raises:
+        TypeError: ``kwargs`` holds ``amp`` or ``amp_kwargs``, which ``precision`` sets.
+    """
+    for name in ("amp", "amp_kwargs"):
+        if name in kwargs:
+            raise TypeError(
+                f"medguide's {engine} takes precision (one of {PRECISIONS}), not {name!r}, and sets MONAI's amp from "
+                f"it: replace {name!r} with 'precision' in the config ('auto' is float16 AMP on CUDA)."
+            )
+    setting = engine_precision(precision, device)
+    inferer = SimpleInferer() if inferer is None else inferer
+    if setting.cpu_dtype is not None:
+        inferer = AutocastCall(inferer, setting.cpu_dtype, device)
+    return {"amp": setting.amp, "amp_kwargs": setting.amp_kwargs, "inferer": inferer}
 
 
 class Trainer(SupervisedTrainer):
-    """MONAI's ``SupervisedTrainer`` plus gradient-norm clipping and a precision setting.
+    """MONAI's ``SupervisedTrainer`` plus gradient-norm clipping and one precision setting.
+
+    ``precision`` is handed to MONAI through its own ``amp`` and ``amp_kwargs`` arguments on CUDA (float16 with
+    loss scaling by a GradScaler, bfloat16 without) and runs the forward under ``torch.autocast`` on the CPU;
+    ``"float32"`` is exact float32 everywhere. The arguments after ``device`` are keywords, as a config gives them.
+
+    Example::
+
+        Trainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=net,
+                optimizer=optimizer, loss_function=loss, precision="auto", grad_clip=12.0)
 
     Args:
-        precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (see
-            :func:`medguide.engines.precision.resolve_precision`). On CUDA it sets the engine's ``amp`` and its
-            dtype; on CPU it runs the forward under ``torch.autocast``. With ``amp=True`` and the
-            default ``"float32"``, CUDA uses float16 AMP as MONAI does.
+        device: the device the engine runs on.
+        precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``, as
+            :func:`medguide.engines.precision.resolve_precision` resolves it on ``device``.
         grad_clip: clip the gradients' global L2 norm to this value after the backward (None: no clipping).
-        args, kwargs: as for ``SupervisedTrainer``.
+        inferer: as for ``SupervisedTrainer`` (default ``SimpleInferer``).
+        kwargs: as for ``SupervisedTrainer``, without ``amp`` and ``amp_kwargs``.
+
+    Raises:
+        TypeError: for ``amp`` or ``amp_kwargs``: ``precision`` sets them.
+        ValueError: for a ``precision`` not listed above.
     """
 
-    def __init__(self, *args, precision: str = "float32", grad_clip: float | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _set_precision(self, precision)
+    def __init__(
+        self,
+        device: str | torch.device,
+        *,
+        precision: str = "float32",
+        grad_clip: float | None = None,
+        inferer=None,
+        **kwargs,
+    ) -> None:
+        super().__init__(device=device, **_engine_arguments("Trainer", precision, device, inferer, kwargs), **kwargs)
+        self.precision = precision
         self.grad_clip = grad_clip
         if grad_clip is not None:
             self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip)
-        if self.cpu_dtype is not None:
-            # only the forward runs under autocast: the loss casts to float32 and the backward follows the forward
-            self.inferer = AutocastCall(self.inferer, self.cpu_dtype, self.state.device)
+        if self.amp and self.amp_kwargs["dtype"] != torch.float16:
+            self.add_event_handler(Events.STARTED, self._no_loss_scaling)
+
+    def _no_loss_scaling(self, engine: Trainer) -> None:
+        # MONAI's run() makes a float16 GradScaler whenever amp is on, and autocasts only while it has a scaler;
+        # bfloat16 keeps float32's exponent range, so it gets a scaler that passes the loss and the step through
+        engine.scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     def _clip(self, engine: Trainer) -> None:
         if engine.scaler is not None and engine.amp:
@@ -57,27 +93,30 @@ class Trainer(SupervisedTrainer):
 
 
 class Evaluator(SupervisedEvaluator):
-    """MONAI's ``SupervisedEvaluator`` plus a precision setting (see :class:`Trainer`).
+    """MONAI's ``SupervisedEvaluator`` plus one precision setting (see :class:`Trainer`).
 
     Args:
+        device: the device the engine runs on.
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``.
-        args, kwargs: as for ``SupervisedEvaluator``.
+        inferer: as for ``SupervisedEvaluator`` (default ``SimpleInferer``); off CUDA it is wrapped so that it
+            runs in ``precision``.
+        kwargs: as for ``SupervisedEvaluator``, without ``amp`` and ``amp_kwargs``.
+
+    Raises:
+        TypeError: for ``amp`` or ``amp_kwargs``: ``precision`` sets them.
+        ValueError: for a ``precision`` not listed above.
     """
 
-    def __init__(self, *args, precision: str = "float32", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _set_precision(self, precision)
+    def __init__(self, device: str | torch.device, *, precision: str = "float32", inferer=None, **kwargs) -> None:
+        super().__init__(device=device, **_engine_arguments("Evaluator", precision, device, inferer, kwargs), **kwargs)
+        self.precision = precision
 
-    def precision_context(self) -> contextlib.AbstractContextManager:
-        """The autocast context of this evaluator's precision, for forwards run outside ``_iteration``."""
+    def amp_context(self) -> contextlib.AbstractContextManager:
+        """MONAI's CUDA autocast of this evaluator, for forwards run outside ``_iteration`` with ``self.inferer``
+        (which holds the autocast off CUDA); a no-op without ``amp``."""
         if self.amp:
             return torch.autocast("cuda", **self.amp_kwargs)
-        return autocast(self.cpu_dtype, self.state.device)
-
-    def _iteration(self, engine: Evaluator, batchdata: dict) -> dict:
-        # CUDA reduced precision is the parent's amp; only CPU autocast needs wrapping here
-        with autocast(engine.cpu_dtype, engine.state.device):
-            return super()._iteration(engine, batchdata)
+        return contextlib.nullcontext()
 
 
 def trained_network(config_files: Sequence[str | Path], workflow_type: str = "train", **overrides):

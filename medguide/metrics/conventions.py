@@ -9,8 +9,8 @@ https://github.com/MIC-DKFZ/nnUNet/blob/nnunetv1/nnunet/dataset_conversion/Task0
 - exactly one of them empty: Dice 0, HD95 the worst value, the diagonal of the evaluated grid (BraTS: 373.13 mm,
   the diagonal of its 240 x 240 x 155 grid of 1 mm voxels).
 
-HD95 is in millimetres when the voxel spacing is given (:func:`spacing_of` reads it from an affine), and in voxels
-of the evaluated grid when it is not.
+HD95 is in millimetres when the voxel spacing is given (:func:`medguide.data.geometry.spacing_of` reads it from an
+affine), and in voxels of the evaluated grid when it is not.
 
 MONAI's ``DiceMetric(ignore_empty=False)`` already scores Dice this way, so the bundles' ``val_mean_dice`` (training
 log, checkpoint selection, ``metrics.csv``) and :class:`medguide.metrics.SubsetTable` agree.
@@ -22,10 +22,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.data.utils import affine_to_spacing
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-__all__ = ["EMPTY_REGION_CONVENTION", "dice", "grid_diagonal", "hd95", "spacing_of"]
+__all__ = ["EMPTY_REGION_CONVENTION", "dice", "grid_diagonal", "hd95"]
 
 EMPTY_REGION_CONVENTION = (
     "Empty regions follow the BraTS challenge convention: a region empty in both reference and prediction scores "
@@ -48,30 +47,6 @@ def grid_diagonal(spatial_shape: Sequence[int], spacing: Sequence[float] | None 
     if len(spacing) != len(spatial_shape):
         raise ValueError(f"spacing {spacing} does not have one value per axis of the grid {tuple(spatial_shape)}.")
     return math.sqrt(sum((n * s) ** 2 for n, s in zip(spatial_shape, spacing)))
-
-
-def spacing_of(image: torch.Tensor) -> torch.Tensor | None:
-    """Voxel spacing (mm per spatial axis) of each case of a batch, from its affine; ``None`` without one.
-
-    The spacing is the column norms of ``affine[:3, :3]`` (MONAI's ``affine_to_spacing``), so it survives the
-    crops and pads that only move the affine's origin.
-
-    Args:
-        image: a batched channel-first image or label, [B, C, *spatial]; a MONAI ``MetaTensor`` carries the
-            affine (batched [B, d+1, d+1], or one [d+1, d+1] for a batch that was never collated).
-
-    Returns:
-        [B, spatial dims] float64 tensor, or ``None`` where ``image`` has no affine (a plain tensor).
-    """
-    affine = getattr(image, "affine", None)
-    if affine is None:
-        return None
-    spatial = image.ndim - 2
-    affine = torch.as_tensor(affine, dtype=torch.float64)
-    affines = affine.reshape(-1, *affine.shape[-2:])
-    if len(affines) == 1:
-        affines = affines.expand(image.shape[0], -1, -1)
-    return torch.stack([affine_to_spacing(a, r=spatial, dtype=torch.float64) for a in affines])
 
 
 def dice(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,7 +79,8 @@ def hd95(
         y_pred: binary one-hot prediction, [B, regions, *spatial].
         y: binary one-hot reference, same shape as ``y_pred``.
         spacing: voxel spacing in mm, one value per spatial axis, for every case or per case ([B, spatial dims],
-            e.g. from :func:`spacing_of`); distances are then in mm. ``None`` measures in voxels.
+            e.g. from :func:`medguide.data.geometry.spacing_of`); distances are then in mm. ``None`` measures in
+            voxels.
 
     Returns:
         [B, regions] float tensor in [0, grid diagonal], in mm with ``spacing``, in voxels without.

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
-from medguide.cli.report import _shown_subsets, run_facts, what_was_done
-from medguide.data import make_dataset
+from medguide.cli.report import _precision, _shown_subsets, run_facts, what_was_done
+from medguide.data import make_brats_dataset
 from medguide.visualize import label_overlay_figure
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "maml_brats_mri_segmentation" / "configs"
@@ -103,7 +104,7 @@ def parsed_brats(**overrides) -> ConfigParser:
 
 
 def test_facts_of_a_given_folder(tmp_path):
-    data = make_dataset("brats", tmp_path / "brats", num_cases=5, shape=(16, 16, 16))
+    data = make_brats_dataset(tmp_path / "brats", num_cases=5, shape=(16, 16, 16))
     found = run_facts(parsed_brats(dataset_dir=str(data), precision="float32", device="cpu"), BRATS_CLASSES)
     assert found["data"] == f"the folder `{data}`"
     assert (found["train_cases"], found["validation_cases"]) == (4, 1)
@@ -123,10 +124,17 @@ def test_facts_of_synthetic_data_and_other_regions(tmp_path, monkeypatch):
         max_epochs=3,
     )
     found = run_facts(parser, BRATS_CLASSES)
-    maker = "medguide.data.make_dataset('brats', seed=0, num_cases=5, shape=[16, 16, 16])"
+    maker = "medguide.data.make_brats_dataset(seed=0, num_cases=5, shape=[16, 16, 16])"
     assert found["data"].startswith(f"synthetic, in the public layout: `{maker}`")
     assert str(tmp_path) in found["data"] and found["max_epochs"] == 3
     assert found["regions"] == [
         ("lesion", "labels necrotic core + oedema + enhancing tumour"),
         ("core", "label enhancing tumour"),
     ]
+
+
+def test_precision_line_says_what_the_engines_run_on_cuda_too():
+    assert parsed_brats()["precision"] == "auto"  # train.json's default, which cpu_scale.json keeps
+    cuda = torch.device("cuda")
+    assert _precision(parsed_brats(precision="auto"), cuda) == "`auto`: float16 automatic mixed precision"
+    assert _precision(parsed_brats(precision="float32"), cuda) == "`float32`: float32"  # no AMP left behind

@@ -1,4 +1,4 @@
-"""Batches that name their modalities, modality dropout, precision, gradient clipping and mirroring."""
+"""Batches that name their modalities, modality dropout, subset inference and its table, clipping and mirroring."""
 
 from __future__ import annotations
 
@@ -6,14 +6,24 @@ import warnings
 
 import pytest
 import torch
-from monai.data import DataLoader
-from monai.engines.utils import IterationEvents
+from monai.data import DataLoader, MetaTensor
+from monai.engines.utils import IterationEvents, default_prepare_batch
 from monai.inferers import SimpleInferer
+from monai.transforms import AsDiscreted, Compose
 
-from medguide.engines import MirroredInferer, ModalityBatch, Trainer, batch_modalities, resolve_precision
-from medguide.engines.precision import _cpu_has_fast_bfloat16
+from medguide.data.modalities import nonempty_subsets
+from medguide.engines import (
+    MirroredInferer,
+    ModalityBatch,
+    SubsetEvaluator,
+    Trainer,
+    batch_modalities,
+    predict_subsets,
+)
 from medguide.losses import MAMLLoss
+from medguide.metrics.conventions import dice, hd95
 from medguide.networks import MAMLNet
+from medguide.transforms import LabelsToRegionsd
 
 MODALITIES = ["t1", "t1ce", "t2", "flair"]
 
@@ -56,21 +66,95 @@ def test_modality_dropout_trains_every_subset_and_no_dropout_keeps_all():
         ModalityBatch(modality_dropout=1.5)
 
 
-def test_precision_resolution():
-    assert resolve_precision("float32", "cpu") is None
-    with pytest.warns(UserWarning, match="float32"):
-        assert resolve_precision("float16", "cpu") is None
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8", "cpu")
-    if _cpu_has_fast_bfloat16():
-        assert resolve_precision("bfloat16", "cpu") is torch.bfloat16
-        assert resolve_precision("auto", "cpu") is torch.bfloat16
-    else:
-        with pytest.warns(UserWarning):
-            assert resolve_precision("bfloat16", "cpu") is None
+def test_fixed_keeps_the_keys_and_drops_the_dropout():
+    fixed = ModalityBatch(modality_dropout=1.0, image_key="img", label_key="seg", modality_key="mods").fixed(["t2"])
+    assert (fixed.modalities, fixed.modality_dropout) == (["t2"], 0.0)
+    assert (fixed.image_key, fixed.label_key, fixed.modality_key) == ("img", "seg", "mods")
 
 
-def run_trainer(precision: str, grad_clip: float | None) -> tuple[Trainer, list]:
+def tiny_network() -> MAMLNet:
+    torch.manual_seed(0)
+    return MAMLNet(MODALITIES, 4, base_width=4, num_stages=3).eval()
+
+
+def keyed(data: dict) -> dict:
+    """The batch under other keys than MONAI's defaults, as a config's image_key, label_key and modality_key name."""
+    return {"img": data["image"], "seg": data["label"], "mods": data["modalities"]}
+
+
+def test_predict_subsets_infers_every_subset_through_the_batch_preparation():
+    network, data = tiny_network(), keyed(batch(1))
+    prepare = ModalityBatch(image_key="img", label_key="seg", modality_key="mods")
+    with torch.no_grad():
+        predicted = list(predict_subsets(network, SimpleInferer(), data, prepare))
+        assert [subset for subset, _ in predicted] == nonempty_subsets(MODALITIES)
+        for subset, pred in predicted:
+            keep = [MODALITIES.index(m) for m in subset]
+            torch.testing.assert_close(pred, network(data["img"][:, keep], modalities=list(subset)))
+        ((subset, pred),) = predict_subsets(network, SimpleInferer(), data, prepare, [("flair", "t1")])
+        torch.testing.assert_close(pred, network(data["img"][:, [3, 0]], modalities=["flair", "t1"]))
+    with pytest.raises(ValueError, match="asked for"):
+        next(predict_subsets(network, SimpleInferer(), data, prepare, [("dwi",)]))
+
+
+REGIONS = [[1, 3], [1, 2, 3], [3]]
+
+
+def subset_evaluator(network: MAMLNet, tmp_path, prepare_batch=None) -> SubsetEvaluator:
+    spacing = torch.tensor([1.0, 1.2, 2.0])
+    affine = torch.diag(torch.cat([spacing, torch.ones(1)]))
+    torch.manual_seed(1)
+    items = [
+        {
+            "img": MetaTensor(torch.randn(4, 8, 8, 8), affine=affine),
+            "seg": MetaTensor(torch.randint(0, 4, (1, 8, 8, 8)).float(), affine=affine),
+            "mods": MODALITIES,
+        }
+        for _ in range(2)
+    ]
+    post = Compose([AsDiscreted(keys="pred", argmax=True), LabelsToRegionsd(keys=["pred", "label"], regions=REGIONS)])
+    return SubsetEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(items, batch_size=1),
+        network=network,
+        inferer=SimpleInferer(),
+        prepare_batch=prepare_batch or ModalityBatch(image_key="img", label_key="seg", modality_key="mods"),
+        postprocessing=post,
+        subset_postprocessing=post,
+        regions=["TC", "WT", "ET"],
+        table_dir=str(tmp_path),
+    )
+
+
+def test_subset_table_holds_each_subsets_own_prediction_under_the_configured_keys(tmp_path):
+    network = tiny_network()
+    evaluator = subset_evaluator(network, tmp_path)
+    evaluator.run()
+    rows = {row["modalities"]: row for row in evaluator.table.rows()}
+    assert list(rows) == ["+".join(s) for s in nonempty_subsets(MODALITIES)]
+    post = evaluator.subset_postprocessing
+    for subset in nonempty_subsets(MODALITIES):
+        keep = [MODALITIES.index(m) for m in subset]
+        scores, distances = [], []
+        for data in evaluator.data_loader:
+            with torch.no_grad():
+                pred = network(data["img"][:, keep], modalities=list(subset))
+            out = post({"pred": pred[0], "label": data["seg"][0]})
+            scores.append(dice(out["pred"][None], out["label"][None]))
+            distances.append(hd95(out["pred"][None], out["label"][None], spacing=[1.0, 1.2, 2.0]))
+        row = rows["+".join(subset)]
+        for name, expected in (("Dice {}", torch.cat(scores)), ("HD95 {} (mm)", torch.cat(distances))):
+            for region, value in zip(["TC", "WT", "ET"], expected.double().mean(0).tolist()):
+                assert row[name.format(region)] == pytest.approx(value, abs=1e-6)
+    assert (tmp_path / "missing_modality_table.csv").is_file()
+
+
+def test_subset_evaluator_needs_a_modality_batch(tmp_path):
+    with pytest.raises(TypeError, match="ModalityBatch"):
+        subset_evaluator(tiny_network(), tmp_path, prepare_batch=default_prepare_batch)
+
+
+def run_trainer(grad_clip: float | None) -> tuple[Trainer, list]:
     torch.manual_seed(0)
     net = MAMLNet(MODALITIES, 4, base_width=4, num_stages=3)
     data = [batch(1) for _ in range(2)]
@@ -84,7 +168,6 @@ def run_trainer(precision: str, grad_clip: float | None) -> tuple[Trainer, list]
         loss_function=MAMLLoss(),
         inferer=SimpleInferer(),
         prepare_batch=ModalityBatch(),
-        precision=precision,
         grad_clip=grad_clip,
         decollate=False,
     )
@@ -98,20 +181,12 @@ def run_trainer(precision: str, grad_clip: float | None) -> tuple[Trainer, list]
 
 
 def test_gradient_clipping_bounds_the_update():
-    _, unclipped = run_trainer("float32", None)
-    trainer, clipped = run_trainer("float32", 1e-3)
+    _, unclipped = run_trainer(None)
+    trainer, clipped = run_trainer(1e-3)
     assert max(unclipped) > 1e-3
     # handlers run in registration order: the clip is registered first, so the recorded norms are clipped
     assert max(clipped) <= 1e-3 * 1.001
     assert trainer.state.output["loss"].dtype == torch.float32
-
-
-@pytest.mark.skipif(not _cpu_has_fast_bfloat16(), reason="this CPU has no native bfloat16")
-def test_bfloat16_training_runs_the_forward_in_bfloat16():
-    trainer, _ = run_trainer("bfloat16", 12.0)
-    assert trainer.cpu_dtype is torch.bfloat16
-    assert trainer.state.output["pred"]["fused"].dtype == torch.bfloat16
-    assert torch.isfinite(trainer.state.output["loss"])
 
 
 def test_mirroring_averages_flipped_predictions():

@@ -10,7 +10,15 @@ import torch
 from monai.data import DataLoader
 from monai.handlers import StatsHandler
 
-from medguide.engines import MemoryCheck, ModalityBatch, Trainer, available_memory, estimate_peak_memory, memory
+from medguide.engines import (
+    MemoryCheck,
+    ModalityBatch,
+    Trainer,
+    available_memory,
+    estimate_peak_memory,
+    memory,
+    precision,
+)
 from medguide.losses import MAMLLoss
 from medguide.networks import MAMLNet
 
@@ -51,8 +59,8 @@ def trainer(net: MAMLNet, handlers: list, loss=None) -> Trainer:
 class Engine:
     """The parts of an engine the check reads."""
 
-    def __init__(self, network, cpu_dtype=None) -> None:
-        self.network, self.cpu_dtype, self.optimizer = network, cpu_dtype, None
+    def __init__(self, network, precision="float32") -> None:
+        self.network, self.precision, self.optimizer = network, precision, None
         self.state = type("State", (), {"device": torch.device("cpu")})()
 
 
@@ -144,8 +152,9 @@ def test_check_does_not_swallow_other_errors():
 
 
 @linux
-def test_check_estimates_in_the_engines_precision_and_for_inference():
-    engine = Engine(tiny(), cpu_dtype=torch.bfloat16)
+def test_check_estimates_in_the_engines_precision_and_for_inference(monkeypatch):
+    monkeypatch.setattr(precision, "_cpu_has_fast_bfloat16", lambda: True)  # the setting resolves as on such a CPU
+    engine = Engine(tiny(), precision="auto")
     with pytest.raises(SystemExit, match=r"training needs .* on cpu, bfloat16\), but"):
         MemoryCheck([64] * 3, 2, 2, [16] * 3, KWARGS, limit=1e-6)(engine)
     with pytest.raises(SystemExit, match=r"^medguide: inference needs .*measured step at 16x16x16:"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medguide.metrics.conventions import dice, grid_diagonal, hd95, spacing_of
+from medguide.data.geometry import spacing_of
+from medguide.metrics.conventions import dice, grid_diagonal, hd95
 
 
 def test_brats_grid_diagonal():

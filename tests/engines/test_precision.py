@@ -1,0 +1,160 @@
+"""One precision setting: what it means per device, how the engines get it, and where autocast runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.inferers import SimpleInferer
+
+from medguide.engines import AutocastCall, Evaluator, Trainer, engine_precision, resolve_precision
+from medguide.engines import precision as precision_module
+
+
+class AutocastProbe(torch.nn.Module):
+    """A convolution that records, at each forward, whether CPU autocast is on and in which dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 1)
+        self.seen: list[torch.dtype | None] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        on = torch.is_autocast_enabled("cpu")
+        self.seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return self.conv(x)
+
+
+def data() -> list[dict]:
+    return [{"image": torch.randn(1, 1, 4, 4, 4), "label": torch.randn(1, 1, 4, 4, 4)} for _ in range(2)]
+
+
+def trainer(network: torch.nn.Module, device: str = "cpu", **kwargs) -> Trainer:
+    return Trainer(
+        device=torch.device(device),
+        max_epochs=1,
+        train_data_loader=data(),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=1e-3),
+        loss_function=torch.nn.MSELoss(),
+        decollate=False,
+        **kwargs,
+    )
+
+
+def evaluator(network: torch.nn.Module, device: str = "cpu", **kwargs) -> Evaluator:
+    return Evaluator(device=torch.device(device), val_data_loader=data(), network=network, decollate=False, **kwargs)
+
+
+@pytest.fixture
+def native_bfloat16(monkeypatch):
+    """Every CPU and GPU counts as having native bfloat16, so the tests do not depend on the machine."""
+    monkeypatch.setattr(precision_module, "_cpu_has_fast_bfloat16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+
+
+def test_what_each_setting_means_per_device(native_bfloat16):
+    for device in ("cpu", "cuda"):
+        assert resolve_precision("float32", device) is None
+        assert resolve_precision("bfloat16", device) is torch.bfloat16
+    assert resolve_precision("auto", "cuda") is torch.float16
+    assert resolve_precision("float16", "cuda") is torch.float16
+    assert resolve_precision("auto", "cpu") is torch.bfloat16
+    with pytest.warns(UserWarning, match="running in float32"):
+        assert resolve_precision("float16", "cpu") is None
+
+
+def test_without_native_bfloat16_auto_is_float32_and_bfloat16_warns(monkeypatch):
+    monkeypatch.setattr(precision_module, "_cpu_has_fast_bfloat16", lambda: False)
+    assert resolve_precision("auto", "cpu") is None
+    with pytest.warns(UserWarning, match="'bfloat16' is not supported on this cpu device"):
+        assert resolve_precision("bfloat16", "cpu") is None
+
+
+@pytest.mark.parametrize("bad", ["fp16", "FLOAT32", "", None, True])
+def test_bad_values_raise(bad):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision(bad, "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        trainer(AutocastProbe(), precision=bad)
+
+
+def test_engine_arguments_on_cuda(native_bfloat16):
+    assert engine_precision("auto", "cuda") == (True, {"dtype": torch.float16}, None)
+    assert engine_precision("float16", "cuda") == (True, {"dtype": torch.float16}, None)
+    assert engine_precision("bfloat16", "cuda") == (True, {"dtype": torch.bfloat16}, None)
+    assert engine_precision("float32", "cuda") == (False, {}, None)
+    # MONAI's amp autocasts only CUDA: on the CPU medguide's own autocast carries the dtype
+    assert engine_precision("bfloat16", "cpu") == (False, {}, torch.bfloat16)
+    assert engine_precision("float32", "cpu") == (False, {}, None)
+
+
+@pytest.mark.parametrize(
+    "precision, amp_kwargs",
+    [("auto", {"dtype": torch.float16}), ("float32", {}), ("bfloat16", {"dtype": torch.bfloat16})],
+)
+def test_engines_get_amp_from_monai_constructor_arguments(monkeypatch, native_bfloat16, precision, amp_kwargs):
+    """On a CUDA device (built, not run, so no GPU is needed), MONAI's constructors receive amp and amp_kwargs."""
+    received = {}
+    for monai_engine in (SupervisedTrainer, SupervisedEvaluator):
+        original = monai_engine.__init__
+
+        def spy(self, *args, _original=original, _name=monai_engine.__name__, **kwargs):
+            received[_name] = (kwargs["amp"], kwargs["amp_kwargs"])
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(monai_engine, "__init__", spy)
+    inferer = SimpleInferer()
+    engines = [trainer(AutocastProbe(), "cuda", precision=precision, inferer=inferer)]
+    engines.append(evaluator(AutocastProbe(), "cuda", precision=precision, inferer=inferer))
+    amp = bool(amp_kwargs)
+    assert received == {"SupervisedTrainer": (amp, amp_kwargs), "SupervisedEvaluator": (amp, amp_kwargs)}
+    for engine in engines:
+        assert (engine.amp, engine.amp_kwargs, engine.precision) == (amp, amp_kwargs, precision)
+        assert engine.inferer is inferer  # on CUDA, MONAI's amp does the autocast
+
+
+def test_a_gradscaler_only_for_float16(native_bfloat16):
+    float16 = trainer(AutocastProbe(), "cuda", precision="float16")
+    float16.fire_event(Events.STARTED)
+    assert float16.scaler is None  # MONAI's run() makes its float16 GradScaler; nothing here replaces it
+    bfloat16 = trainer(AutocastProbe(), "cuda", precision="bfloat16")
+    bfloat16.fire_event(Events.STARTED)
+    # MONAI autocasts only while the engine has a scaler: bfloat16 gets one that scales nothing
+    assert bfloat16.scaler is not None and not bfloat16.scaler.is_enabled()
+
+
+@pytest.mark.parametrize("name", ["amp", "amp_kwargs"])
+def test_amp_is_refused_with_a_pointer_to_precision(name):
+    value = True if name == "amp" else {"dtype": torch.float16}
+    with pytest.raises(TypeError, match=rf"takes precision .* not '{name}'.*replace '{name}' with 'precision'"):
+        trainer(AutocastProbe(), **{name: value})
+    with pytest.raises(TypeError, match=rf"Evaluator takes precision .* not '{name}'"):
+        evaluator(AutocastProbe(), **{name: value})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_float32_means_no_autocast_anywhere(device):
+    for engine in (trainer(AutocastProbe(), device), evaluator(AutocastProbe(), device, precision="float32")):
+        assert engine.amp is False and engine.amp_kwargs == {}
+        assert not isinstance(engine.inferer, AutocastCall)
+    network = AutocastProbe()
+    trainer(network, precision="float32").run()
+    evaluator(network, precision="float32").run()
+    assert network.seen == [None] * 4
+
+
+def test_cpu_bfloat16_runs_the_forward_under_autocast(native_bfloat16):
+    network = AutocastProbe()
+    train = trainer(network, precision="bfloat16")
+    train.run()
+    assert network.seen == [torch.bfloat16] * 2
+    assert train.state.output["pred"].dtype == torch.bfloat16
+    assert train.state.output["loss"].dtype == torch.float32  # the loss is outside autocast
+    assert network.conv.weight.grad.dtype == torch.float32
+    network.seen.clear()
+    evaluate = evaluator(network, precision="bfloat16")
+    evaluate.run()
+    assert network.seen == [torch.bfloat16] * 2 and evaluate.state.output["pred"].dtype == torch.bfloat16
+    assert not evaluate.amp  # MONAI's amp would autocast CUDA only
