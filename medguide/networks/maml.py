@@ -17,6 +17,11 @@ from medguide.networks.unet import UNet
 __all__ = ["MAMLNet", "ModalityAwareFusion"]
 
 
+def _default_strides(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` with the default (contiguous) strides, which a 1x1x1 kernel's gradient may lack under autocast."""
+    return grad.clone(memory_format=torch.contiguous_format)
+
+
 class ModalityAwareFusion(nn.Module):
     """Modality-aware (MA) attention fusion of MAML.
 
@@ -131,9 +136,7 @@ class MAMLNet(nn.Module):
         fusion: str = "ma",
     ) -> None:
         super().__init__()
-        if len(modalities) == 0 or len(set(modalities)) != len(modalities):
-            raise ValueError(f"modalities must be distinct and non-empty, got {list(modalities)}.")
-        self.modalities = tuple(modalities)
+        self.modalities = tuple(check_modalities(modalities, modalities))
         self.spatial_dims = spatial_dims
         self.group_branches = group_branches
         self.channels_last = channels_last and spatial_dims == 3
@@ -152,9 +155,11 @@ class MAMLNet(nn.Module):
             self.to(memory_format=torch.channels_last_3d)
             for param in self.parameters():
                 if param.dim() == 5 and param.shape[2:] == (1, 1, 1):
-                    # 1x1x1 kernels: the same memory either way, but their gradients come with the default strides,
-                    # which DDP expects to match the weights' (else it warns and copies every step)
+                    # 1x1x1 kernels: the same memory either way, but DDP expects a gradient's strides to match its
+                    # weight's (else it warns and copies every step); in float32 the gradients come with the
+                    # default strides, under CPU bfloat16 autocast with channels-last ones, which the hook undoes
                     param.data = param.data.clone(memory_format=torch.contiguous_format)
+                    param.register_hook(_default_strides)
 
     def indices(self, modalities: Sequence[str] | str | None) -> list[int]:
         """Indices of ``modalities`` among the network's, checked; ``None`` means all of them.

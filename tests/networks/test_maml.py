@@ -114,3 +114,14 @@ def test_mean_fusion_is_the_mean_of_branch_logits():
         fused = net(x, ["t1", "t2"])
         single = [net.branches[i].eval()(x[:, c : c + 1]) for c, i in enumerate((0, 2))]
     torch.testing.assert_close(fused, (single[0] + single[1]) / 2, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["float32", "bfloat16-autocast"])
+def test_gradients_have_their_weights_strides(dtype):
+    """DDP warns and copies every step when a gradient's strides differ from its weight's (the 1x1x1 heads)."""
+    net = small()
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = net(torch.randn(1, 2, 16, 16, 16), ["t1", "flair"])
+    (out["fused"].float().sum() + sum(level.float().sum() for branch in out["branches"] for level in branch)).backward()
+    mismatched = [name for name, p in net.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+    assert not mismatched, f"gradients with other strides than their weights: {mismatched}"
