@@ -1,7 +1,6 @@
 """MONAI-style transforms that medguide's bundles name by dotted path."""
 
-from medguide.transforms.intensity import WindowByModalityd
 from medguide.transforms.io import LoadCased
 from medguide.transforms.labels import LabelsToRegions, LabelsToRegionsd
 
-__all__ = ["LabelsToRegions", "LabelsToRegionsd", "LoadCased", "WindowByModalityd"]
+__all__ = ["LabelsToRegions", "LabelsToRegionsd", "LoadCased"]
