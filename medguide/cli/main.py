@@ -2,18 +2,26 @@
 
   medguide demo --list                                  # every bundle, what its demo does and how long it takes
   medguide demo maml_brats_mri_segmentation             # synthetic data, CPU-scale training, evaluation, report
+  medguide demo all --output_dir medguide-output        # every bundle in turn, one folder each, then a summary
   medguide predict TRAINED_DIR INPUT_DIR OUTPUT_DIR     # a trained bundle on a folder of your own cases
-  medguide synthetic brats /tmp/brats --num_cases 8
+  medguide synthetic brats /tmp/brats --num_cases 8     # the kinds are those the bundles declare
 
-Each command is a thin layer over ``python -m monai.bundle run`` and prints the MONAI command it runs.
+The bundles are the package ``medguide.bundles``: the checkout's ``bundles/`` in an editable install, a copy inside
+the installed package otherwise. A bundle is a folder there with a ``configs/demo.json`` that declares its demo:
+``description`` and ``expected_time`` (for ``--list``), ``synthetic`` (its data ``kind`` and the dotted path of the
+``maker``), ``overlays`` (short-run configs), ``report`` (the dotted path of the report writer), ``sample`` (a real
+case to predict) and ``outputs`` (the files each step leaves under the bundle root). Each command is a thin layer over
+``python -m monai.bundle run`` and prints the MONAI command it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import logging
 import os
+import pydoc
 import shlex
 import sys
 import time
@@ -23,32 +31,73 @@ __all__ = ["main"]
 
 logger = logging.getLogger("medguide.cli")
 
-REPO = Path(__file__).resolve().parents[2]
-BUNDLES = REPO / "bundles"
 # written by training beside model.pt (medguide.engines.checkpoints); read here without importing torch
 SETTINGS = Path("models") / "network.json"
+DECLARATION = Path("configs") / "demo.json"
+REQUIRED = ("description", "expected_time", "synthetic", "report")
+# the demo's steps: (label printed and timed, key of the declared outputs)
+TRAIN, EVALUATE, INFERENCE = ("train", "train"), ("evaluate", "evaluate"), ("inference on a real case", "inference")
 
 
-def bundle_names() -> list[str]:
-    return sorted(p.name for p in BUNDLES.iterdir() if (p / "configs").is_dir()) if BUNDLES.is_dir() else []
+def bundles_root() -> Path:
+    """The bundles' folder: package ``medguide.bundles`` wherever it is installed (setup.cfg maps it to bundles/)."""
+    return Path(importlib.resources.files("medguide.bundles"))
+
+
+def _read_declaration(path: Path) -> dict:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise SystemExit(f"{path}: not valid JSON ({err})") from None
+    missing = [key for key in REQUIRED if key not in spec]
+    if "synthetic" in spec:
+        missing += [f"synthetic.{key}" for key in ("kind", "maker") if key not in spec["synthetic"]]
+    if missing:
+        raise SystemExit(f"{path}: the demo declaration lacks {', '.join(missing)}")
+    return spec
+
+
+def bundle_specs() -> dict[str, dict]:
+    """Every bundle's demo declaration (its ``configs/demo.json``), by bundle name in sorted order."""
+    return {path.parents[1].name: _read_declaration(path) for path in sorted(bundles_root().glob(f"*/{DECLARATION}"))}
+
+
+def _no_bundle(name: str) -> SystemExit:
+    return SystemExit(f"no bundle named {name!r} under {bundles_root()}; bundles: {', '.join(bundle_specs())}")
 
 
 def bundle_configs(name: str) -> Path:
-    configs = BUNDLES / name / "configs"
-    if not configs.is_dir():
-        raise SystemExit(f"no bundle named {name!r} under {BUNDLES}; bundles here: {bundle_names()}")
+    configs = bundles_root() / name / "configs"
+    if not (configs / DECLARATION.name).is_file():
+        raise _no_bundle(name)
     return configs
 
 
-def demo_spec(configs: Path) -> dict:
-    """The bundle's ``configs/demo.json``: what its demo runs, how long it takes, its real sample case."""
-    path = configs / "demo.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+def declared(name: str, path: str, what: str):
+    """The callable a bundle's declaration names by dotted ``path`` (``what`` says which entry, for the error)."""
+    found = pydoc.locate(path)
+    if not callable(found):
+        raise SystemExit(f"bundle {name}: its {what} {path!r} in {DECLARATION} is not an importable callable")
+    return found
+
+
+def synthetic_makers() -> dict[str, tuple[str, str]]:
+    """Each declared synthetic data ``kind``: (the first bundle declaring it, the dotted path of its maker).
+
+    Bundles may share a kind (one data set, two methods) as long as they name the same maker.
+    """
+    makers = {}
+    for name, spec in bundle_specs().items():
+        kind, maker = spec["synthetic"]["kind"], spec["synthetic"]["maker"]
+        first, known = makers.setdefault(kind, (name, maker))
+        if known != maker:
+            raise SystemExit(f"bundles {first} and {name} declare synthetic kind {kind!r} with different makers")
+    return makers
 
 
 def sample_data() -> Path:
-    """The real sample files (``MEDGUIDE_SAMPLE_DATA``, default ``../shared/data`` beside the checkout)."""
-    return Path(os.environ.get("MEDGUIDE_SAMPLE_DATA", REPO.parent / "shared" / "data"))
+    """The real sample files (``MEDGUIDE_SAMPLE_DATA``, default ``../shared/data`` beside the bundles' checkout)."""
+    return Path(os.environ.get("MEDGUIDE_SAMPLE_DATA", bundles_root().parents[1] / "shared" / "data"))
 
 
 def command_line(config_files: list[Path], overrides: dict) -> str:
@@ -87,53 +136,114 @@ def _sample_input(spec: dict, out: Path) -> tuple[Path, dict] | None:
     return folder, dict(sample.get("overrides", {}))
 
 
-def demo(args: argparse.Namespace) -> Path | None:
-    """Synthetic data -> CPU-scale training -> evaluation -> inference on a real case -> figure and report."""
-    if args.list or not args.bundle:
-        for name in bundle_names():
-            spec = demo_spec(bundle_configs(name))
-            print(f"{name}\n    {spec.get('description', '')}\n    expected time: {spec.get('expected_time', '?')}")
-        return None
-    from medguide.cli.report import write_segmentation_report
-    from medguide.data import plain_input_errors
+def _check_outputs(name: str, spec: dict, step: tuple[str, str], out: Path) -> str:
+    """The files the declaration says ``step`` leaves under ``out``, as one line; an error where one is missing."""
+    found = []
+    for pattern in spec.get("outputs", {}).get(step[1], []):
+        count = len(list(out.glob(pattern)))
+        if not count:
+            raise RuntimeError(f"medguide demo {name}: the {step[0]} step left no {pattern} in {out}")
+        found.append(pattern if count == 1 else f"{pattern} ({count} files)")
+    return ", ".join(found)
 
-    plain_input_errors()
-    configs = bundle_configs(args.bundle)
-    spec = demo_spec(configs)
-    out = Path(args.output_dir or Path("medguide-output") / args.bundle).resolve()
+
+def run_demo(
+    name: str,
+    spec: dict,
+    out: Path,
+    *,
+    max_epochs: int | None = None,
+    dataset_dir: str | None = None,
+    sample: bool = True,
+) -> Path:
+    """One bundle's demo into ``out``: train and evaluate with its overlays, predict its real sample case where it
+    is here, then call its declared report writer. Returns the report's path."""
+    configs = bundle_configs(name)
+    overlays = [configs / overlay for overlay in spec.get("overlays", [])]
+    if missing := [str(f) for f in overlays if not f.is_file()]:
+        raise SystemExit(f"bundle {name}: overlays declared in {DECLARATION} are not there: {', '.join(missing)}")
+    write_report = declared(name, spec["report"], "report writer")
     out.mkdir(parents=True, exist_ok=True)
-    scale = [configs / name for name in spec.get("overlays", ["cpu_scale.json"]) if (configs / name).is_file()]
     overrides = {"bundle_root": str(out), "output_dir": str(out / "eval")}
-    if args.max_epochs:
-        overrides["max_epochs"] = args.max_epochs
-    if args.dataset_dir:
-        overrides["dataset_dir"] = args.dataset_dir
-    timings = {}
-    steps = [
-        ("train", [configs / "train.json", *scale], overrides),
-        ("evaluate", [configs / "train.json", configs / "evaluate.json", *scale], overrides),
-    ]
-    sample = None if args.no_sample else _sample_input(spec, out)
+    if max_epochs:
+        overrides["max_epochs"] = max_epochs
+    if dataset_dir:
+        overrides["dataset_dir"] = dataset_dir
+    train, evaluate = configs / "train.json", configs / "evaluate.json"
+    steps = [(TRAIN, [train, *overlays], overrides), (EVALUATE, [train, evaluate, *overlays], overrides)]
+    real = _sample_input(spec, out) if sample else None
     inference = None
-    if sample is not None:
+    if real is not None:
         predictions = out / "predictions"
-        infer = {"bundle_root": str(out), "dataset_dir": str(sample[0]), "output_dir": str(predictions), **sample[1]}
-        steps.append(("inference on a real case", [configs / "inference.json"], infer))
+        infer = {"bundle_root": str(out), "dataset_dir": str(real[0]), "output_dir": str(predictions), **real[1]}
+        steps.append((INFERENCE, [configs / "inference.json"], infer))
         inference = {
             "command": command_line([configs / "inference.json"], infer),
             "predictions": str(predictions),
-            "sample": str(sample[0]),
+            "sample": str(real[0]),
         }
+    timings = {}
     for step, files, values in steps:
-        print(f"medguide demo: {step}\n  {command_line(files, values)}", flush=True)
+        print(f"medguide demo {name}: {step[0]}\n  {command_line(files, values)}", flush=True)
         start = time.perf_counter()
         run_bundle(files, **values)
-        timings[step] = time.perf_counter() - start
-    report = write_segmentation_report(args.bundle, configs, scale, overrides, out, timings, inference=inference)
+        timings[step[0]] = time.perf_counter() - start
+        print(f"  wrote {_check_outputs(name, spec, step, out) or 'no declared outputs'} in {out}", flush=True)
+    report = Path(write_report(name, configs, overlays, overrides, out, timings, inference=inference))
     if inference is not None:
-        print(f"medguide demo: predictions on the real case are in {inference['predictions']}")
-    print(f"medguide demo finished: report at {report}")
+        print(f"medguide demo {name}: predictions on the real case are in {inference['predictions']}")
+    print(f"medguide demo {name} finished: report at {report}", flush=True)
     return report
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def demo_all(specs: dict[str, dict], output_dir: Path, **options) -> list[tuple[str, float, Path | BaseException]]:
+    """Every bundle's demo in turn, each into ``output_dir/<bundle>``; a failing bundle is logged and the next runs.
+
+    Returns (bundle, seconds, report path or the error) per bundle, after printing them as a summary.
+    """
+    results = []
+    for name, spec in specs.items():
+        start = time.perf_counter()
+        try:
+            outcome = run_demo(name, spec, output_dir / name, **options)
+        except (Exception, SystemExit) as err:
+            logger.error("medguide demo all: %s failed", name, exc_info=True)
+            outcome = err
+        results.append((name, time.perf_counter() - start, outcome))
+    width = max(map(len, specs), default=0)
+    print(f"medguide demo all: {len(results)} bundles")
+    for name, seconds, outcome in results:
+        what = f"FAILED: {type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else outcome
+        print(f"  {name:<{width}}  {_duration(seconds):>12}  {what}")
+    return results
+
+
+def demo(args: argparse.Namespace) -> Path | None:
+    """Synthetic data -> CPU-scale training -> evaluation -> inference on a real case -> the declared report."""
+    specs = bundle_specs()
+    if args.list or not args.bundle:
+        for name, spec in specs.items():
+            print(f"{name}\n    {spec['description']}\n    expected time: {spec['expected_time']}")
+        return None
+    from medguide.data import plain_input_errors
+
+    plain_input_errors()
+    options = {"max_epochs": args.max_epochs, "dataset_dir": args.dataset_dir, "sample": not args.no_sample}
+    if args.bundle != "all":
+        if args.bundle not in specs:
+            raise _no_bundle(args.bundle)
+        out = Path(args.output_dir or Path("medguide-output") / args.bundle).resolve()
+        return run_demo(args.bundle, specs[args.bundle], out, **options)
+    if args.dataset_dir:
+        raise SystemExit("--dataset_dir is one bundle's data set: give that bundle's name instead of `all`")
+    results = demo_all(specs, Path(args.output_dir or "medguide-output").resolve(), **options)
+    if failed := [name for name, _, outcome in results if isinstance(outcome, BaseException)]:
+        raise SystemExit(f"medguide demo all: {len(failed)} of {len(results)} bundles failed: {', '.join(failed)}")
+    return None
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -143,7 +253,7 @@ def predict(args: argparse.Namespace) -> None:
     if not settings.is_file():
         raise SystemExit(
             f"'{trained}' holds no trained bundle (no {SETTINGS}): run `medguide demo BUNDLE --output_dir {trained}`, "
-            f"or train a bundle with --bundle_root {trained}; bundles: {', '.join(bundle_names())}"
+            f"or train a bundle with --bundle_root {trained}; bundles: {', '.join(bundle_specs())}"
         )
     bundle = json.loads(settings.read_text(encoding="utf-8"))["bundle"]
     configs = bundle_configs(bundle)
@@ -171,12 +281,12 @@ def _overrides(extra: list[str]) -> dict:
 
 
 def synthetic(args: argparse.Namespace) -> None:
-    from medguide.data import make_dataset
-
+    """The maker a bundle declares for ``args.kind``, called as ``maker(out_dir, num_cases=, seed=[, shape=])``."""
+    maker = declared(*synthetic_makers()[args.kind], "synthetic data maker")
     kwargs = {"num_cases": args.num_cases, "seed": args.seed}
     if args.shape:
         kwargs["shape"] = tuple(args.shape)
-    print(make_dataset(args.kind, args.out_dir, **kwargs))
+    print(maker(args.out_dir, **kwargs))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,13 +297,18 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser(
         "demo",
         help="train and evaluate a bundle on synthetic data, predict a real case, write a report",
-        description="Bundles: " + ", ".join(bundle_names()) + " (`medguide demo --list` says what each takes).",
+        description="Bundles: " + ", ".join(bundle_specs()) + ", or `all` for each in turn "
+        "(`medguide demo --list` says what each takes).",
     )
-    p.add_argument("bundle", nargs="?", help="bundle name, e.g. maml_brats_mri_segmentation")
+    p.add_argument("bundle", nargs="?", help="bundle name, e.g. maml_brats_mri_segmentation, or all")
     p.add_argument("--list", action="store_true", help="list the bundles, what their demos do and how long they take")
-    p.add_argument("--output_dir", help="where models, tables and the report go (default medguide-output/<bundle>)")
+    p.add_argument(
+        "--output_dir",
+        help="where models, tables and the report go (default medguide-output/<bundle>); with all, the folder "
+        "that gets one subfolder per bundle (default medguide-output)",
+    )
     p.add_argument("--max_epochs", type=int, help="override the CPU-scale number of epochs")
-    p.add_argument("--dataset_dir", help="use this data set instead of the synthetic one")
+    p.add_argument("--dataset_dir", help="use this data set instead of the synthetic one (one bundle only)")
     p.add_argument("--no_sample", action="store_true", help="skip the inference on the real sample case")
     p.set_defaults(func=demo)
     p = commands.add_parser(
@@ -212,8 +327,12 @@ def main(argv: list[str] | None = None) -> None:
         "--input_format dicom (liver), --dicom_series NAME, --patch_size '[160, 192, 160]', ...",
     )
     p.set_defaults(func=predict)
-    p = commands.add_parser("synthetic", help="write a synthetic data set in a public layout")
-    p.add_argument("kind", choices=["brats", "liver"])
+    p = commands.add_parser(
+        "synthetic",
+        help="write a synthetic data set in a public layout",
+        description="The kinds are the synthetic data sets the bundles declare in their configs/demo.json.",
+    )
+    p.add_argument("kind", choices=sorted(synthetic_makers()))
     p.add_argument("out_dir")
     p.add_argument("--num_cases", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3)

@@ -1,18 +1,23 @@
-"""The ``medguide`` command: the README's main job (one epoch here), predictions with its output, the listing."""
+"""The ``medguide`` command: the README's main job (one epoch here), predictions with its output, the listing, and
+how the command finds bundles from their ``configs/demo.json`` and runs what they declare (fast, with stand-in steps).
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from medguide.cli import main as cli
 from medguide.cli.main import main
 from medguide.data import brats_datalist, make_brats_dataset
-from tests.bundles.helpers import bundle, bundle_fails, configs, overrides
+from tests.bundles.helpers import REPO, bundle, bundle_fails, configs, overrides
 
 CONFIGS = configs("maml_brats_mri_segmentation")
 REAL_2023 = "brats2023-gli-4seq-brainles"
@@ -33,6 +38,7 @@ def _assert_prediction_fits(prediction, reference, labels) -> None:
     assert set(np.unique(np.asarray(predicted.dataobj)).tolist()) <= set(labels)
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_with_table_and_figure(demo):
     report = (demo / "report.md").read_text(encoding="utf-8")
     assert "| t1+t1ce+t2+flair |" in report and "(figure.png)" in report
@@ -41,6 +47,7 @@ def test_demo_writes_a_report_with_table_and_figure(demo):
         assert len(list(csv.DictReader(f))) == 15
 
 
+@pytest.mark.slow
 def test_demo_predicts_the_real_sample_case_and_says_how(demo, sample_data):
     if not (sample_data / REAL_2023).is_dir():
         pytest.skip(f"{REAL_2023} is not in the sample data")
@@ -51,6 +58,7 @@ def test_demo_predicts_the_real_sample_case_and_says_how(demo, sample_data):
     assert f"--bundle_root {demo}" in report and "inference.json" in report and str(demo / "predictions") in report
 
 
+@pytest.mark.slow
 def test_the_documented_inference_command_takes_the_demo_folder_as_it_is(demo, sample_data, tmp_path):
     """No cpu_scale.json, no network overrides: the folder says how its network was built.
 
@@ -73,6 +81,7 @@ def test_the_documented_inference_command_takes_the_demo_folder_as_it_is(demo, s
         _assert_prediction_fits(out / f"{case['case']}_seg.nii.gz", case["image"][0], {0, 1, 2, 4})
 
 
+@pytest.mark.slow
 def test_medguide_predict_runs_a_trained_folder_on_your_cases(demo, tmp_path, capsys):
     data = make_brats_dataset(tmp_path / "mine", num_cases=2, shape=(40, 40, 40), naming="2023", seed=5)
     main(["predict", str(demo), str(data), str(tmp_path / "out"), "--skip_invalid", "True"])
@@ -83,6 +92,7 @@ def test_medguide_predict_runs_a_trained_folder_on_your_cases(demo, tmp_path, ca
         main(["predict", str(tmp_path), str(data), str(tmp_path / "out2")])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_is_named_in_one_line(demo, tmp_path):
     values = {"bundle_root": str(demo), "output_dir": str(tmp_path / "out"), "base_width": 16}
     last = bundle_fails("run", "--config_file", str(CONFIGS / "inference.json"), *overrides(values))
@@ -117,3 +127,122 @@ def test_synthetic_writes_a_readable_brats_layout(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("brats")
     cases = brats_datalist(tmp_path / "brats")
     assert len(cases) == 2 and all(len(c["image"]) == 4 for c in cases)
+
+
+# stand-in bundles: a declaration, an overlay, and steps that write (or fail to write) the declared outputs
+
+
+def record_report(bundle, configs, scale, overrides, out, timings, inference=None) -> Path:
+    """A report writer with the signature ``medguide demo`` calls: writes down what it was given."""
+    report = out / "report.md"
+    given = {"bundle": bundle, "configs": str(configs), "scale": [str(f) for f in scale], "overrides": overrides}
+    report.write_text(json.dumps({**given, "steps": list(timings), "inference": inference}), encoding="utf-8")
+    return report
+
+
+def record_maker(out_dir, num_cases, seed, shape=None) -> str:
+    return f"toy set in {out_dir}: {num_cases} cases, seed {seed}, shape {shape}"
+
+
+def _declare(root: Path, name: str, **changes) -> Path:
+    configs = root / name / "configs"
+    configs.mkdir(parents=True)
+    (configs / "short.json").write_text("{}", encoding="utf-8")
+    spec = {
+        "description": f"{name} on toy data",
+        "expected_time": "a moment",
+        "synthetic": {"kind": "toy", "maker": f"{__name__}.record_maker"},
+        "overlays": ["short.json"],
+        "report": f"{__name__}.record_report",
+        "outputs": {"train": ["models/model.pt"], "evaluate": ["eval/*.csv"]},
+        **changes,
+    }
+    (configs / "demo.json").write_text(json.dumps(spec), encoding="utf-8")
+    return configs
+
+
+def _stand_in_run(config_files, bundle_root, **values) -> None:
+    """A step that leaves the declared outputs, except in bundles named ``broken*``."""
+    if Path(config_files[0]).parents[1].name.startswith("broken"):
+        return
+    output = "eval/table.csv" if any(Path(f).name == "evaluate.json" for f in config_files) else "models/model.pt"
+    (Path(bundle_root) / output).parent.mkdir(parents=True, exist_ok=True)
+    (Path(bundle_root) / output).write_text("", encoding="utf-8")
+
+
+@pytest.fixture
+def stand_ins(tmp_path, monkeypatch) -> Path:
+    """A bundles folder in place of ``medguide.bundles`` holding bundle ``toy``; :func:`_stand_in_run` runs steps."""
+    root = tmp_path / "bundles"
+    _declare(root, "toy")
+    monkeypatch.setattr(cli, "bundles_root", lambda: root)
+    monkeypatch.setattr(cli, "run_bundle", _stand_in_run)
+    return root
+
+
+def test_the_installed_bundles_are_the_checkouts_each_with_a_maker_and_a_report_writer():
+    """An editable install maps ``medguide.bundles`` onto the checkout, so edits to its configs take effect."""
+    assert cli.bundles_root() == REPO / "bundles"
+    specs = cli.bundle_specs()
+    assert {"maml_brats_mri_segmentation", "maml_liver_tumor_ct_segmentation"} <= set(specs)
+    assert set(specs) == {p.parents[1].name for p in REPO.glob("bundles/*/configs/demo.json")}
+    for name, spec in specs.items():
+        assert callable(cli.declared(name, spec["synthetic"]["maker"], "maker"))
+        assert callable(cli.declared(name, spec["report"], "report writer"))
+
+
+def test_a_bundle_is_a_folder_that_declares_its_demo(stand_ins):
+    (stand_ins / "half_made" / "configs").mkdir(parents=True)
+    (stand_ins / "half_made" / "configs" / "train.json").write_text("{}", encoding="utf-8")
+    (stand_ins / "notes").mkdir()
+    assert list(cli.bundle_specs()) == ["toy"]
+    with pytest.raises(SystemExit, match="no bundle named 'half_made'.*bundles: toy"):
+        main(["demo", "half_made"])
+    (stand_ins / "toy" / "configs" / "demo.json").write_text('{"description": "x"}', encoding="utf-8")
+    with pytest.raises(SystemExit, match="lacks expected_time, synthetic, report"):
+        cli.bundle_specs()
+
+
+def test_demo_runs_the_declared_overlays_and_calls_the_declared_report_writer(stand_ins, tmp_path, capsys):
+    main(["demo", "toy", "--output_dir", str(tmp_path / "out"), "--max_epochs", "3"])
+    given = json.loads((tmp_path / "out" / "report.md").read_text(encoding="utf-8"))
+    configs = stand_ins / "toy" / "configs"
+    assert given["bundle"] == "toy" and given["scale"] == [str(configs / "short.json")]
+    out = tmp_path / "out"
+    assert given["overrides"] == {"bundle_root": str(out), "output_dir": str(out / "eval"), "max_epochs": 3}
+    assert given["steps"] == ["train", "evaluate"] and given["inference"] is None
+    printed = capsys.readouterr().out
+    assert "--max_epochs 3" in printed and f"{configs / 'short.json'}" in printed
+    assert "wrote models/model.pt in" in printed and "wrote eval/*.csv in" in printed
+
+
+def test_demo_all_reports_a_failing_bundle_and_still_runs_the_others(stand_ins, tmp_path, capsys):
+    _declare(stand_ins, "broken_one")
+    _declare(stand_ins, "unknown_writer", report="medguide.cli.no_such_writer")
+    with pytest.raises(SystemExit, match="2 of 3 bundles failed: broken_one, unknown_writer"):
+        main(["demo", "all", "--output_dir", str(tmp_path / "out")])
+    summary = capsys.readouterr().out.split("medguide demo all: 3 bundles\n")[1].splitlines()
+    assert [line.split()[0] for line in summary] == ["broken_one", "toy", "unknown_writer"]
+    assert "FAILED: RuntimeError: medguide demo broken_one: the train step left no models/model.pt" in summary[0]
+    assert summary[1].endswith(str(tmp_path / "out" / "toy" / "report.md"))
+    assert "'medguide.cli.no_such_writer' in configs/demo.json is not an importable callable" in summary[2]
+
+
+def test_synthetic_offers_the_declared_kinds_and_calls_the_declared_maker(stand_ins, tmp_path, capsys):
+    main(["synthetic", "toy", str(tmp_path / "set"), "--num_cases", "3", "--shape", "8", "8", "4"])
+    assert capsys.readouterr().out.strip() == f"toy set in {tmp_path / 'set'}: 3 cases, seed 0, shape (8, 8, 4)"
+    with pytest.raises(SystemExit):
+        main(["synthetic", "brats", str(tmp_path / "set")])
+    error = capsys.readouterr().err
+    assert "invalid choice: 'brats'" in error and "toy" in error
+    _declare(stand_ins, "other_toy", synthetic={"kind": "toy", "maker": "medguide.data.make_brats_dataset"})
+    with pytest.raises(SystemExit, match="bundles other_toy and toy declare synthetic kind 'toy' with different"):
+        main(["synthetic", "--help"])
+
+
+def test_synthetic_kinds_are_those_the_real_bundles_declare(capsys):
+    with pytest.raises(SystemExit):
+        main(["synthetic", "--help"])
+    assert "{brats,liver}" in capsys.readouterr().out
+    owners = {kind: bundle for kind, (bundle, _) in cli.synthetic_makers().items()}
+    assert owners == {"brats": "maml_brats_mri_segmentation", "liver": "maml_liver_tumor_ct_segmentation"}
