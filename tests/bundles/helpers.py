@@ -1,25 +1,102 @@
-"""Running bundle commands in tests: ``python -m monai.bundle ...`` in a subprocess, as a user would."""
+"""Running bundles in tests, from what each bundle declares in its ``configs/demo.json``.
+
+A bundle joins every shared check (``test_config_workflow.py``) by having a ``configs/demo.json`` with
+``synthetic.maker`` (dotted path of its data maker), ``tiny`` (overrides for a run of seconds), ``tiny_data``
+(the maker's arguments for tiny data) and ``outputs`` (globs under ``bundle_root`` that train, evaluate and
+inference leave). Commands run as ``python -m monai.bundle ...`` in a subprocess, as a user runs them, or
+in-process through ``ConfigWorkflow``, as Python users run them.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import pydoc
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle.scripts import _get_fake_input_shape
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
-BUNDLES = ("maml_brats_mri_segmentation", "maml_liver_tumor_ct_segmentation")
-
-# tiny networks and windows, so a bundle trains and infers in seconds on a CPU
-TINY = {"patch_size": [32, 32, 32], "num_stages": 3, "base_width": 4, "num_workers": 0}
-TRAIN = {**TINY, "iterations_per_epoch": 2, "max_epochs": 2, "val_interval": 1, "batch_size": 1}
+BUNDLES = tuple(sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "demo.json").is_file()))
+STAGES = ("train", "evaluate", "inference")
 
 
 def configs(bundle: str) -> Path:
     return REPO / "bundles" / bundle / "configs"
+
+
+def demo(bundle: str) -> dict:
+    """The bundle's ``configs/demo.json``."""
+    return json.loads((configs(bundle) / "demo.json").read_text(encoding="utf-8"))
+
+
+def tiny(bundle: str) -> dict:
+    """Overrides that make the bundle train, evaluate and infer in seconds on a CPU (``demo.json``'s ``tiny``)."""
+    return demo(bundle)["tiny"]
+
+
+def make_tiny_data(bundle: str, out_dir: Path, seed: int = 0, **kwargs) -> Path:
+    """The bundle's synthetic data set at its declared tiny size, in the real public layout; ``kwargs`` go to the
+    maker over ``tiny_data`` (e.g. ``num_cases``)."""
+    declared = demo(bundle)
+    maker = pydoc.locate(declared["synthetic"]["maker"])
+    assert callable(maker), f"{bundle}: demo.json's synthetic.maker {declared['synthetic']['maker']!r} names nothing"
+    return Path(maker(out_dir, **{**declared["tiny_data"], "seed": seed, **kwargs}))
+
+
+def stage_configs(bundle: str, stage: str) -> list[Path]:
+    """The config files of one stage; evaluate is an overlay on train.json."""
+    folder = configs(bundle)
+    files = {"train": ["train.json"], "evaluate": ["train.json", "evaluate.json"], "inference": ["inference.json"]}
+    return [folder / name for name in files[stage]]
+
+
+def declared_outputs(bundle: str, stage: str, root: Path) -> dict[str, list[Path]]:
+    """What each of ``demo.json``'s output globs for ``stage`` matches under ``root``."""
+    return {pattern: sorted(root.glob(pattern)) for pattern in demo(bundle)["outputs"][stage]}
+
+
+def declared_input_shape(bundle: str) -> tuple[int, ...]:
+    """The input MONAI's ``verify_net_in_out`` and ``ckpt_export`` build from ``metadata.json`` (batch 1, n = p = 1)."""
+    parser = ConfigParser()
+    parser.read_meta(str(configs(bundle) / "metadata.json"))
+    return tuple(_get_fake_input_shape(parser))
+
+
+@dataclass
+class TinyRun:
+    """A bundle trained, evaluated and run for inference on tiny data: where, on what, and the stages' parsers."""
+
+    root: Path
+    data: Path
+    common: dict
+    parsers: dict[str, ConfigParser]
+
+
+def run_tiny(bundle: str, tmp: Path, stages=STAGES, seed: int = 3, **maker_kwargs) -> TinyRun:
+    """Run ``stages`` of ``bundle`` in process, in turn, on its tiny data made in ``tmp``; each stage's
+    ``check_properties`` must come back empty."""
+    data = make_tiny_data(bundle, tmp / "data", seed=seed, **maker_kwargs)
+    common = {"bundle_root": str(tmp / "run"), "dataset_dir": str(data)}
+    parsers = {}
+    for stage in stages:
+        workflow = ConfigWorkflow(
+            config_file=[str(f) for f in stage_configs(bundle, stage)],
+            workflow_type="infer" if stage == "inference" else "train",
+            **tiny(bundle),
+            **common,
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{bundle} {stage}: missing required properties"
+        workflow.run()
+        workflow.finalize()
+        parsers[stage] = workflow.parser
+    return TinyRun(tmp / "run", data, common, parsers)
 
 
 def overrides(values: dict) -> list[str]:
@@ -39,6 +116,7 @@ def _run(args: tuple[str, ...], timeout: int) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=timeout,
     )
 
@@ -59,79 +137,18 @@ def bundle_fails(*args: str, timeout: int = 600) -> str:
     return result.stderr.strip()
 
 
-def train_tiny(data: Path, root: Path, configs_dir: Path) -> dict:
-    """Train a bundle for a few iterations on ``data`` into ``root``; the overrides that point a run there."""
-    common = {"bundle_root": str(root), "dataset_dir": str(data)}
-    bundle("run", "--config_file", str(configs_dir / "train.json"), *overrides({**TRAIN, **common}))
-    return common
-
-
-def evaluate_table(configs_dir: Path, common: dict) -> list[dict]:
-    """Run a bundle's evaluate overlay; the rows of the missing-modality table it writes (CSV = markdown)."""
-    bundle(
-        "run",
-        "--config_file",
-        config_list(configs_dir / "train.json", configs_dir / "evaluate.json"),
-        *overrides({**TINY, **common}),
-    )
-    eval_dir = Path(common["bundle_root"]) / "eval"
-    with open(eval_dir / "missing_modality_table.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    table = [
-        line
-        for line in (eval_dir / "missing_modality_table.md").read_text(encoding="utf-8").splitlines()
-        if line.startswith("|")
-    ]
-    assert len(table) == len(rows) + 2  # header, rule
-    return rows
-
-
 def config_list(*paths: Path) -> str:
     return "[" + ",".join(f"'{p}'" for p in paths) + "]"
 
 
-def verify_network(configs_dir: Path, small: dict) -> None:
-    """``verify_net_in_out`` of the inference config's ``network_def`` (at a small width, same metadata)."""
-    bundle(
-        "verify_net_in_out",
-        "network_def",
+def network_args(bundle: str, **values) -> list[str]:
+    """``--meta_file``, ``--config_file`` (inference.json) and overrides, as ``verify_net_in_out`` and ``ckpt_export``
+    take them."""
+    folder = configs(bundle)
+    return [
         "--meta_file",
-        str(configs_dir / "metadata.json"),
+        str(folder / "metadata.json"),
         "--config_file",
-        str(configs_dir / "inference.json"),
-        *overrides(small),
-    )
-
-
-def export_matches_network(configs_dir: Path, checkpoint: Path, channels: int, small: dict, exported: Path) -> None:
-    """``ckpt_export`` (traced) of ``checkpoint``; the TorchScript model gives the network's output."""
-    import torch
-    from monai.bundle import ConfigWorkflow
-
-    shape = [1, channels, 32, 32, 32]
-    bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(exported),
-        "--ckpt_file",
-        str(checkpoint),
-        "--meta_file",
-        str(configs_dir / "metadata.json"),
-        "--config_file",
-        str(configs_dir / "inference.json"),
-        "--use_trace",
-        "True",
-        "--input_shape",
-        json.dumps(shape),
-        *overrides(small),
-    )
-    workflow = ConfigWorkflow(config_file=str(configs_dir / "inference.json"), workflow_type="infer", **small)
-    workflow.initialize()
-    network = workflow.parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    network.eval()
-    x = torch.randn(*shape)
-    with torch.no_grad():
-        expected = network(x)
-        torch.testing.assert_close(torch.jit.load(str(exported), map_location="cpu")(x), expected, atol=1e-4, rtol=1e-4)
+        str(folder / "inference.json"),
+        *overrides(values),
+    ]

@@ -1,12 +1,12 @@
-"""The BraTS MAML bundle end to end on tiny synthetic data, its metadata and exports, and real BraTS files."""
+"""The BraTS MAML bundle's own cases: BraTS 2023 label names, real BraTS files, bad cases and output folders,
+memory estimates, two CPU processes, and repeatable training. What it shares with the other bundles is in
+``test_config_workflow.py`` and ``test_maml_bundles.py``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -16,69 +16,31 @@ import numpy as np
 import pytest
 import torch
 
-from medguide.data import make_brats_dataset
+from medguide.data import brats_datalist
 from tests.bundles.helpers import (
     REPO,
-    TINY,
-    TRAIN,
     bundle,
     bundle_fails,
     config_list,
     configs,
-    evaluate_table,
-    export_matches_network,
+    make_tiny_data,
     overrides,
-    train_tiny,
+    run_tiny,
+    tiny,
 )
 
-CONFIGS = configs("maml_brats_mri_segmentation")
+NAME = "maml_brats_mri_segmentation"
+CONFIGS = configs(NAME)
+TINY = tiny(NAME)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A bundle root holding a model trained for a few iterations on 5 synthetic 32^3 cases."""
-    data = make_brats_dataset(tmp_path_factory.mktemp("brats"), num_cases=5, shape=(32, 32, 32), seed=1)
-    root = tmp_path_factory.mktemp("bundle")
-    return root, data, train_tiny(data, root, CONFIGS)
-
-
-def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
-    root, _, _ = trained
-    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert any(k.startswith("branches.3.") for k in state) and any(k.startswith("fusion.") for k in state)
-
-
-def test_evaluate_writes_the_missing_modality_table(trained):
-    rows = evaluate_table(CONFIGS, trained[2])
-    assert len(rows) == 15  # every non-empty subset of four sequences
-    assert rows[-1]["modalities"] == "t1+t1ce+t2+flair"
-    for row in rows:
-        for region in ("TC", "WT", "ET"):
-            assert 0.0 <= float(row[f"Dice {region}"]) <= 1.0
-
-
-def test_inference_writes_brats_labels_in_the_input_space(trained):
-    root, data, common = trained
-    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({"num_workers": 0, **common}))
-    outputs = sorted((root / "predictions").glob("*_seg.nii.gz"))
-    assert len(outputs) == 5
-    for output in outputs:
-        case = output.name[: -len("_seg.nii.gz")]
-        reference = nib.load(data / case / f"{case}_flair.nii.gz")
-        predicted = nib.load(output)
-        assert predicted.shape == reference.shape
-        np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
-        assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2, 4}
-        # readable by whoever the umask allows, as any new file (the temporary file's 0600 used to stay)
-        umask = os.umask(0)
-        os.umask(umask)
-        assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask
-    assert not list((root / "predictions").glob(".*.nii.gz")), "temporary files were left behind"
-
-
-def test_torchscript_export_gives_the_same_output(trained, tmp_path):
-    root, _, _ = trained
-    export_matches_network(CONFIGS, root / "models" / "model.pt", 4, TINY, tmp_path / "model.ts")
+@pytest.mark.slow
+def test_brats_2023_files_train_and_get_2023_labels(tmp_path):
+    """ET is label 3 in BraTS 2023 (4 before): labels read (a 3 is no error) and written follow the files' naming."""
+    run = run_tiny(NAME, tmp_path, stages=("train", "inference"), naming="2023")
+    assert run.parsers["inference"].get_parsed_content("output_label_values") == [0, 1, 2, 3]
+    for output in (run.root / "predictions").glob("*_seg.nii.gz"):
+        assert set(np.unique(np.asarray(nib.load(output).dataobj)).tolist()) <= {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(
@@ -86,8 +48,9 @@ def test_torchscript_export_gives_the_same_output(trained, tmp_path):
     [("brats2023-gli-4seq-brainles", 4), ("brats2015-deepmedic", 2)],
     ids=["brats2023-all-four", "brats2015-flair-t1c"],
 )
-def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, present):
-    root, _, common = trained
+@pytest.mark.slow
+def test_inference_on_real_brats_cases(tiny_run, sample_data, tmp_path, folder, present):
+    common = tiny_run(NAME).common
     source = sample_data / folder
     if not source.is_dir():
         pytest.skip(f"{source} is not in the sample data")
@@ -107,8 +70,6 @@ def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, p
             }
         ),
     )
-    from medguide.data import brats_datalist
-
     cases = brats_datalist(source, require_label=False, require_all=False)
     for case in cases:
         assert len(case["modalities"]) >= present if present == 4 else len(case["modalities"]) == present
@@ -120,11 +81,12 @@ def test_inference_on_real_brats_cases(trained, sample_data, tmp_path, folder, p
         np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_bad_case_is_named_and_skip_invalid_trains_past_it(tmp_path):
-    data = make_brats_dataset(tmp_path / "data", num_cases=5, shape=(32, 32, 32), seed=2)
+    data = make_tiny_data(NAME, tmp_path / "data", seed=2, num_cases=5)
     broken = data / "BraTS2021_00003" / "BraTS2021_00003_t2.nii.gz"
     broken.write_bytes(broken.read_bytes()[:200])  # a truncated download
-    common = {**TRAIN, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "max_epochs": 1}
+    common = {**TINY, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "max_epochs": 1}
     with pytest.raises(AssertionError) as failure:
         bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides(common))
     assert "BraTS2021_00003" in str(failure.value) and "BraTS2021_00003_t2.nii.gz" in str(failure.value)
@@ -133,20 +95,22 @@ def test_a_bad_case_is_named_and_skip_invalid_trains_past_it(tmp_path):
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_together(tmp_path):
     """The multi-GPU overlay on CPU: torchrun with two processes and the gloo backend."""
-    data = make_brats_dataset(tmp_path / "data", num_cases=10, shape=(32, 32, 32), seed=4)  # 2 validate: one per rank
+    data = make_tiny_data(NAME, tmp_path / "data", seed=4, num_cases=10)  # 2 validate: one per rank
     files = config_list(CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json")
     args = [
         "--config_file",
         files,
-        *overrides({**TRAIN, "max_epochs": 1, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}),
+        *overrides({**TINY, "max_epochs": 1, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}),
     ]
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -164,8 +128,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_an_output_folder_inside_the_data_is_refused_and_the_reference_kept(trained, tmp_path):
-    _, data, common = trained
+@pytest.mark.slow
+def test_an_output_folder_inside_the_data_is_refused_and_the_reference_kept(tiny_run, tmp_path):
+    run = tiny_run(NAME)
+    data, common = run.data, run.common
     case = sorted(p for p in data.iterdir() if p.is_dir())[0]
     reference = case / f"{case.name}_seg.nii.gz"
     before = _digest(reference)
@@ -177,8 +143,10 @@ def test_an_output_folder_inside_the_data_is_refused_and_the_reference_kept(trai
     assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in data.iterdir() if p.is_dir())
 
 
-def test_one_bad_case_is_named_last_or_skipped_and_the_good_ones_predicted(trained, tmp_path):
-    _, data, common = trained
+@pytest.mark.slow
+def test_one_bad_case_is_named_last_or_skipped_and_the_good_ones_predicted(tiny_run, tmp_path):
+    run = tiny_run(NAME)
+    data, common = run.data, run.common
     cases = sorted(p for p in data.iterdir() if p.is_dir())[:2]
     inputs = tmp_path / "inputs"
     for case in cases:
@@ -194,9 +162,10 @@ def test_one_bad_case_is_named_last_or_skipped_and_the_good_ones_predicted(train
     assert "1 of 2 cases were skipped" in last and broken.name in last.splitlines()[-1], last[-2000:]
 
 
-def test_a_one_slice_volume_gets_a_one_slice_prediction(trained, tmp_path):
-    _, _, common = trained
-    source = make_brats_dataset(tmp_path / "thick", num_cases=1, shape=(40, 40, 8), seed=3)
+@pytest.mark.slow
+def test_a_one_slice_volume_gets_a_one_slice_prediction(tiny_run, tmp_path):
+    common = tiny_run(NAME).common
+    source = make_tiny_data(NAME, tmp_path / "thick", seed=3, num_cases=1, shape=(40, 40, 8))
     (case,) = [p for p in source.iterdir() if p.is_dir()]
     inputs = tmp_path / "inputs" / case.name
     inputs.mkdir(parents=True)
@@ -210,9 +179,9 @@ def test_a_one_slice_volume_gets_a_one_slice_prediction(trained, tmp_path):
     np.testing.assert_allclose(predicted.affine, nib.load(inputs / f"{case.name}_flair.nii.gz").affine, atol=1e-4)
 
 
-def test_the_official_recipe_stops_with_a_memory_estimate_instead_of_being_killed(trained, tmp_path):
+def test_the_official_recipe_stops_with_a_memory_estimate_instead_of_being_killed(tmp_path):
     """train.json's own 128^3, batch 2, 6-stage settings against an 8 GiB limit: one message, before training."""
-    _, data, _ = trained
+    data = make_tiny_data(NAME, tmp_path / "data")
     values = {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "num_workers": 0, "memory_limit": 8}
     last = bundle_fails("run", "--config_file", str(CONFIGS / "train.json"), *overrides(values))
     message = last.splitlines()[-1]
@@ -221,26 +190,28 @@ def test_the_official_recipe_stops_with_a_memory_estimate_instead_of_being_kille
     assert not list((tmp_path / "run").rglob("*.pt"))
 
 
-def test_inference_stops_with_a_memory_estimate_when_it_cannot_fit(trained, tmp_path):
-    _, _, common = trained
+@pytest.mark.slow
+def test_inference_stops_with_a_memory_estimate_when_it_cannot_fit(tiny_run, tmp_path):
+    common = tiny_run(NAME).common
     last = bundle_fails(*_infer(common, output_dir=str(tmp_path / "out"), memory_limit=0.01))
     assert "inference needs about" in last.splitlines()[-1] and "patch_size" in last.splitlines()[-1], last[-3000:]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 
 
-def test_the_same_seed_and_command_train_the_same_weights(trained, tmp_path):
+@pytest.mark.slow
+def test_the_same_seed_and_command_train_the_same_weights(tmp_path):
     """Two runs of one command, with data loader workers and random augmentation: identical weights."""
-    _, data, _ = trained
+    data = make_tiny_data(NAME, tmp_path / "data")
     states = []
     for run in ("a", "b"):
-        values = {**TRAIN, "num_workers": 2, "bundle_root": str(tmp_path / run), "dataset_dir": str(data)}
+        values = {**TINY, "num_workers": 2, "bundle_root": str(tmp_path / run), "dataset_dir": str(data)}
         bundle("run", "--config_file", str(CONFIGS / "train.json"), *overrides(values))
         states.append(torch.load(tmp_path / run / "models" / "model.pt", map_location="cpu", weights_only=True))
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
     settings = json.loads((tmp_path / "a" / "models" / "network.json").read_text(encoding="utf-8"))
-    assert settings["bundle"] == "maml_brats_mri_segmentation"
+    assert settings["bundle"] == NAME
     assert settings["settings"] == {
         "modalities": ["t1", "t1ce", "t2", "flair"],
         "num_classes": 4,

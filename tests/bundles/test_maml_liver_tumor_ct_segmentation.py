@@ -1,73 +1,21 @@
-"""The liver MAML bundle end to end on tiny synthetic data, its metadata and exports, and real CT (NIfTI, DICOM)."""
+"""The liver MAML bundle's own cases: real single-phase CT (NIfTI and a DICOM series) read as the venous phase,
+and DICOM folders holding two series or none. What it shares with the other bundles is in
+``test_config_workflow.py`` and ``test_maml_bundles.py``."""
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from monai.transforms import LoadImage
 
-from medguide.data import decathlon_datalist, make_liver_dataset
-from tests.bundles.helpers import (
-    TINY,
-    bundle,
-    bundle_fails,
-    configs,
-    evaluate_table,
-    export_matches_network,
-    overrides,
-    train_tiny,
-)
+from medguide.data import decathlon_datalist
+from tests.bundles.helpers import bundle, bundle_fails, configs, overrides, tiny
 from tests.dicom import write_dicom_series
 
-CONFIGS = configs("maml_liver_tumor_ct_segmentation")
+NAME = "maml_liver_tumor_ct_segmentation"
+CONFIGS = configs(NAME)
 REAL = "totalseg-ct-mr-organs"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A bundle root holding a model trained for a few iterations on 5 synthetic 32^3 two-phase cases."""
-    data = make_liver_dataset(tmp_path_factory.mktemp("liver"), num_cases=5, shape=(32, 32, 32), seed=1)
-    root = tmp_path_factory.mktemp("bundle")
-    return root, data, train_tiny(data, root, CONFIGS)
-
-
-def test_train_writes_a_checkpoint_that_loads_on_cpu(trained):
-    root, _, _ = trained
-    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert any(k.startswith("branches.1.") for k in state) and any(k.startswith("fusion.") for k in state)
-    assert not any(k.startswith("branches.2.") for k in state), "one branch per phase: arterial, venous"
-
-
-def test_evaluate_writes_the_missing_phase_table(trained):
-    rows = evaluate_table(CONFIGS, trained[2])
-    assert len(rows) == 3  # arterial, venous, both
-    assert rows[-1]["modalities"] == "arterial+venous"
-    for row in rows:
-        for region in ("liver", "tumour"):
-            assert 0.0 <= float(row[f"Dice {region}"]) <= 1.0
-
-
-def test_inference_writes_liver_labels_in_the_input_space(trained):
-    root, data, common = trained
-    bundle("run", "--config_file", str(CONFIGS / "inference.json"), *overrides({"num_workers": 0, **common}))
-    cases = decathlon_datalist(data, section="test")
-    assert len(cases) == 2
-    for case in cases:
-        reference = nib.load(case["image"][0])
-        output = root / "predictions" / f"{case['case']}_seg.nii.gz"
-        assert output.is_file(), f"no prediction for {case['case']}"
-        predicted = nib.load(output)
-        assert predicted.shape == reference.shape
-        np.testing.assert_allclose(predicted.affine, reference.affine, atol=1e-4)
-        assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
-    assert not list((root / "predictions").glob(".*.nii.gz")), "temporary files were left behind"
-
-
-def test_torchscript_export_gives_the_same_output(trained, tmp_path):
-    root, _, _ = trained
-    export_matches_network(CONFIGS, root / "models" / "model.pt", 2, TINY, tmp_path / "model.ts")
 
 
 @pytest.mark.parametrize(
@@ -75,9 +23,10 @@ def test_torchscript_export_gives_the_same_output(trained, tmp_path):
     [("example_ct_sm.nii.gz", "venous.nii.gz"), ("example_ct_dicom", "venous")],
     ids=["nifti-abdomen", "dicom-jpeg2000-series"],
 )
-def test_inference_on_real_single_phase_ct(trained, sample_data, tmp_path, source, phase_entry):
+@pytest.mark.slow
+def test_inference_on_real_single_phase_ct(tiny_run, sample_data, tmp_path, source, phase_entry):
     """A real CT read as the venous phase alone, in the per-case folder layout of ``--input_format dicom``."""
-    root, _, common = trained
+    common = tiny_run(NAME).common
     source = sample_data / REAL / source
     if not source.exists():
         pytest.skip(f"{source} is not in the sample data")
@@ -105,17 +54,24 @@ def test_inference_on_real_single_phase_ct(trained, sample_data, tmp_path, sourc
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
 
 
-def test_dicom_folders_with_two_series_or_no_series_are_named(trained, tmp_path):
+@pytest.mark.slow
+def test_dicom_folders_with_two_series_or_no_series_are_named(tiny_run, tmp_path):
     """Two reconstructions in one phase folder: refused with both, then read by the chosen one; a stray folder."""
-    _, data, common = trained
-    volume = np.asarray(nib.load(decathlon_datalist(data, section="test")[0]["image"][1]).dataobj)
+    run = tiny_run(NAME)
+    volume = np.asarray(nib.load(decathlon_datalist(run.data, section="test")[0]["image"][1]).dataobj)
     venous = tmp_path / "cases" / "case1" / "venous"
     write_dicom_series(volume, venous, series_uid="1.2.3.1", description="Venous 5mm", prefix="a")
     write_dicom_series(volume[::-1], venous, series_uid="1.2.3.2", description="Venous recon", prefix="b")
     (tmp_path / "cases" / "notes").mkdir()
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "cases" / "notes" / "scan.nii.gz")
     out = tmp_path / "out"
-    values = {**TINY, **common, "input_format": "dicom", "dataset_dir": str(tmp_path / "cases"), "output_dir": str(out)}
+    values = {
+        **tiny(NAME),
+        **run.common,
+        "input_format": "dicom",
+        "dataset_dir": str(tmp_path / "cases"),
+        "output_dir": str(out),
+    }
     args = ["run", "--config_file", str(CONFIGS / "inference.json")]
     last = bundle_fails(*args, *overrides({**values, "skip_invalid": True}))
     assert "no valid case left out of 2" in last and "1.2.3.1" in last and "'Venous recon'" in last, last[-2000:]

@@ -1,13 +1,19 @@
-"""MAMLLoss against values worked out by hand."""
+"""MAMLLoss against values worked out by hand, and a few steps of it teaching MAMLNet what a tumour is."""
 
 from __future__ import annotations
 
 import math
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
+from monai.metrics import DiceMetric
+from monai.transforms import NormalizeIntensity, SpatialCrop
 
+from medguide.data import brats_datalist, make_brats_dataset
 from medguide.losses import MAMLLoss, nnunet_deep_supervision_weights
+from medguide.networks import MAMLNet
 
 
 def half_and_half(size: int = 8) -> torch.Tensor:
@@ -63,3 +69,46 @@ def test_prediction_without_fusion_gets_only_its_deep_supervision():
     levels = [torch.zeros(1, 2, 8, 8, 8), torch.zeros(1, 2, 4, 4, 4)]
     # two levels: weights [1, 0]
     assert MAMLLoss()({"branches": [levels]}, target).item() == pytest.approx(math.log(2) + 0.5, rel=1e-4)
+
+
+def tumour_patch(case: dict, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image [1, 4, s, s, s] z-scored in the brain, whole tumour [1, 1, s, s, s]) around the case's tumour centre."""
+    image = np.stack([nib.load(f).get_fdata(dtype=np.float32) for f in case["image"]])
+    tumour = (np.asarray(nib.load(case["label"]).dataobj) > 0)[None].astype(np.float32)
+    crop = SpatialCrop(roi_center=np.argwhere(tumour[0]).mean(0).round().astype(int).tolist(), roi_size=[size] * 3)
+    image = NormalizeIntensity(nonzero=True, channel_wise=True)(torch.from_numpy(image))
+    return torch.as_tensor(crop(image))[None], torch.as_tensor(crop(torch.from_numpy(tumour)))[None]
+
+
+def whole_tumour_dice(network: MAMLNet, image: torch.Tensor, tumour: torch.Tensor) -> float:
+    network.eval()
+    with torch.no_grad():
+        predicted = network(image).argmax(1, keepdim=True).float()
+    return DiceMetric(include_background=True, ignore_empty=False)(predicted, tumour).item()
+
+
+def test_a_few_sgd_steps_find_the_tumour_in_a_case_never_seen(tmp_path):
+    """Twenty SGD steps of MAMLLoss on one synthetic case, then the whole tumour of another: what a broken loss,
+    gradient or network fails. The tumour fills a fifth of the patch, so predicting it everywhere scores about 0.36.
+
+    Measured over initialisation seeds 0-19: untrained 0.00-0.42, trained 0.87-0.93, trained minus untrained at
+    least 0.47; on two other synthetic sets (seeds 1, 2; initialisations 0-4) trained at least 0.82, the gain at
+    least 0.45. The thresholds leave headroom for another CPU's arithmetic.
+    """
+    train_case, test_case = brats_datalist(make_brats_dataset(tmp_path, num_cases=2, shape=(32, 32, 32), seed=0))
+    image, tumour = tumour_patch(train_case)
+    test_image, test_tumour = tumour_patch(test_case)
+    torch.manual_seed(0)
+    network = MAMLNet(["t1", "t1ce", "t2", "flair"], out_channels=2, base_width=4, num_stages=3)
+    untrained = whole_tumour_dice(network, test_image, test_tumour)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    loss = MAMLLoss()
+    network.train()
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss(network(image), tumour).backward()
+        optimizer.step()
+    trained = whole_tumour_dice(network, test_image, test_tumour)
+    assert trained > 0.75 and trained > untrained + 0.3, (
+        f"whole-tumour Dice {untrained:.3f} untrained, {trained:.3f} trained"
+    )
