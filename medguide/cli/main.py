@@ -44,26 +44,51 @@ def bundles_root() -> Path:
     return Path(importlib.resources.files("medguide.bundles"))
 
 
-def _read_declaration(path: Path) -> dict:
+def _read_json(path: Path, what: str):
+    """``path``'s JSON content; where it cannot be read, a one-line ``SystemExit`` naming the file (a ``what``)."""
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SystemExit(f"{path}: the {what} cannot be read ({err.strerror or err})") from None
     except ValueError as err:
-        raise SystemExit(f"{path}: not valid JSON ({err})") from None
+        raise SystemExit(f"{path}: the {what} is not valid JSON ({err})") from None
+
+
+def _read_declaration(path: Path) -> dict:
+    spec = _read_json(path, "demo declaration")
+    if not isinstance(spec, dict):
+        raise SystemExit(f"{path}: the demo declaration must be a JSON object, got {json.dumps(spec)[:80]}")
     missing = [key for key in REQUIRED if key not in spec]
     if "synthetic" in spec:
-        missing += [f"synthetic.{key}" for key in ("kind", "maker") if key not in spec["synthetic"]]
+        synthetic = spec["synthetic"]
+        if not isinstance(synthetic, dict):
+            raise SystemExit(
+                f"{path}: the demo declaration's synthetic must be an object with kind and maker, "
+                f"got {json.dumps(synthetic)[:80]}"
+            )
+        missing += [f"synthetic.{key}" for key in ("kind", "maker") if key not in synthetic]
     if missing:
         raise SystemExit(f"{path}: the demo declaration lacks {', '.join(missing)}")
     return spec
 
 
+def bundle_names() -> list[str]:
+    """Every bundle's name (a folder with a ``configs/demo.json``), sorted, without reading the declarations."""
+    return [path.parents[1].name for path in sorted(bundles_root().glob(f"*/{DECLARATION}")) if path.is_file()]
+
+
+def bundle_spec(name: str) -> dict:
+    """One bundle's demo declaration (its ``configs/demo.json``), checked."""
+    return _read_declaration(bundle_configs(name) / DECLARATION.name)
+
+
 def bundle_specs() -> dict[str, dict]:
-    """Every bundle's demo declaration (its ``configs/demo.json``), by bundle name in sorted order."""
-    return {path.parents[1].name: _read_declaration(path) for path in sorted(bundles_root().glob(f"*/{DECLARATION}"))}
+    """Every bundle's demo declaration, by bundle name in sorted order."""
+    return {name: bundle_spec(name) for name in bundle_names()}
 
 
 def _no_bundle(name: str) -> SystemExit:
-    return SystemExit(f"no bundle named {name!r} under {bundles_root()}; bundles: {', '.join(bundle_specs())}")
+    return SystemExit(f"no bundle named {name!r} under {bundles_root()}; bundles: {', '.join(bundle_names())}")
 
 
 def bundle_configs(name: str) -> Path:
@@ -79,6 +104,19 @@ def declared(name: str, path: str, what: str):
     if not callable(found):
         raise SystemExit(f"bundle {name}: its {what} {path!r} in {DECLARATION} is not an importable callable")
     return found
+
+
+class _DeclaredKinds:
+    """``synthetic``'s choices, read from the declarations only when that command is parsed or its help shown.
+
+    So a bad declaration fails the commands that read it, not every command.
+    """
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in synthetic_makers()
+
+    def __iter__(self):
+        return iter(sorted(synthetic_makers()))
 
 
 def synthetic_makers() -> dict[str, tuple[str, str]]:
@@ -224,9 +262,8 @@ def demo_all(specs: dict[str, dict], output_dir: Path, **options) -> list[tuple[
 
 def demo(args: argparse.Namespace) -> Path | None:
     """Synthetic data -> CPU-scale training -> evaluation -> inference on a real case -> the declared report."""
-    specs = bundle_specs()
     if args.list or not args.bundle:
-        for name, spec in specs.items():
+        for name, spec in bundle_specs().items():
             print(f"{name}\n    {spec['description']}\n    expected time: {spec['expected_time']}")
         return None
     from medguide.data import plain_input_errors
@@ -234,13 +271,11 @@ def demo(args: argparse.Namespace) -> Path | None:
     plain_input_errors()
     options = {"max_epochs": args.max_epochs, "dataset_dir": args.dataset_dir, "sample": not args.no_sample}
     if args.bundle != "all":
-        if args.bundle not in specs:
-            raise _no_bundle(args.bundle)
         out = Path(args.output_dir or Path("medguide-output") / args.bundle).resolve()
-        return run_demo(args.bundle, specs[args.bundle], out, **options)
+        return run_demo(args.bundle, bundle_spec(args.bundle), out, **options)
     if args.dataset_dir:
         raise SystemExit("--dataset_dir is one bundle's data set: give that bundle's name instead of `all`")
-    results = demo_all(specs, Path(args.output_dir or "medguide-output").resolve(), **options)
+    results = demo_all(bundle_specs(), Path(args.output_dir or "medguide-output").resolve(), **options)
     if failed := [name for name, _, outcome in results if isinstance(outcome, BaseException)]:
         raise SystemExit(f"medguide demo all: {len(failed)} of {len(results)} bundles failed: {', '.join(failed)}")
     return None
@@ -253,9 +288,15 @@ def predict(args: argparse.Namespace) -> None:
     if not settings.is_file():
         raise SystemExit(
             f"'{trained}' holds no trained bundle (no {SETTINGS}): run `medguide demo BUNDLE --output_dir {trained}`, "
-            f"or train a bundle with --bundle_root {trained}; bundles: {', '.join(bundle_specs())}"
+            f"or train a bundle with --bundle_root {trained}; bundles: {', '.join(bundle_names())}"
         )
-    bundle = json.loads(settings.read_text(encoding="utf-8"))["bundle"]
+    written = _read_json(settings, "network settings file")
+    bundle = written.get("bundle") if isinstance(written, dict) else None
+    if not isinstance(bundle, str) or not bundle:
+        raise SystemExit(
+            f'{settings}: the network settings file names no bundle (training writes {{"bundle": NAME, '
+            f'"settings": {{...}}}}); train the bundle into {trained} again'
+        )
     configs = bundle_configs(bundle)
     values = {"bundle_root": str(trained), "dataset_dir": str(Path(args.input_dir).resolve())}
     values["output_dir"] = str(Path(args.output_dir).resolve())
@@ -297,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser(
         "demo",
         help="train and evaluate a bundle on synthetic data, predict a real case, write a report",
-        description="Bundles: " + ", ".join(bundle_specs()) + ", or `all` for each in turn "
+        description="Bundles: " + ", ".join(bundle_names()) + ", or `all` for each in turn "
         "(`medguide demo --list` says what each takes).",
     )
     p.add_argument("bundle", nargs="?", help="bundle name, e.g. maml_brats_mri_segmentation, or all")
@@ -332,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         help="write a synthetic data set in a public layout",
         description="The kinds are the synthetic data sets the bundles declare in their configs/demo.json.",
     )
-    p.add_argument("kind", choices=sorted(synthetic_makers()))
+    # set after add_argument, which would list the choices (reading every declaration) to check the metavar
+    p.add_argument("kind").choices = _DeclaredKinds()
     p.add_argument("out_dir")
     p.add_argument("--num_cases", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3)

@@ -1,69 +1,59 @@
-"""Readers, validation and synthetic generators for medguide's data sets, in the public datasets' own layouts."""
+"""Readers, validation and synthetic generators for medguide's data sets, in the public datasets' own layouts.
 
-from medguide.data.brats import (
-    BRATS_MODALITIES,
-    brats_datalist,
-    brats_label_map,
-    brats_label_values,
-    brats_output_labels,
-    make_brats_dataset,
-)
-from medguide.data.checks import (
-    CaseList,
-    check_case,
-    check_class_label,
-    check_label_values,
-    dicom_series_files,
-    is_class_label,
-    load_image_stack,
-    load_label,
-    read_volume,
-    report_skipped_cases,
-    validate_datalist,
-)
-from medguide.data.errors import InputError, InvalidCaseError, MissingInputError, flag, plain_input_errors
-from medguide.data.files import atomic_target, atomic_write_text, check_output_dir, is_hidden
-from medguide.data.labels import read_class_labels
-from medguide.data.liver import decathlon_datalist, dicom_series_datalist, make_liver_dataset
-from medguide.data.modalities import check_modalities, nonempty_subsets
-from medguide.data.synthetic import dataset_dir_or_synthetic, resolve_maker
-from medguide.data.writers import AtomicNibabelWriter, case_name_formatter
+Each name loads its submodule on first use (``from medguide.data import make_brats_dataset``, or
+``$medguide.data.make_brats_dataset(...)`` in a bundle config), so a network that needs only the modality names
+(:mod:`medguide.data.modalities`) does not load the readers and their libraries (nibabel, SimpleITK, pydicom,
+scipy).
+"""
 
-__all__ = [
-    "AtomicNibabelWriter",
-    "BRATS_MODALITIES",
-    "CaseList",
-    "InputError",
-    "InvalidCaseError",
-    "MissingInputError",
-    "atomic_target",
-    "atomic_write_text",
-    "brats_datalist",
-    "brats_label_map",
-    "brats_label_values",
-    "brats_output_labels",
-    "case_name_formatter",
-    "check_case",
-    "check_class_label",
-    "check_label_values",
-    "check_modalities",
-    "check_output_dir",
-    "dataset_dir_or_synthetic",
-    "decathlon_datalist",
-    "dicom_series_datalist",
-    "dicom_series_files",
-    "flag",
-    "is_class_label",
-    "is_hidden",
-    "load_image_stack",
-    "load_label",
-    "make_brats_dataset",
-    "make_liver_dataset",
-    "nonempty_subsets",
-    "plain_input_errors",
-    "read_class_labels",
-    "read_volume",
-    "report_skipped_cases",
-    "resolve_maker",
-    "validate_datalist",
-]
+import importlib
+import importlib.util
+
+_EXPORTS = {
+    "brats": (
+        "BRATS_MODALITIES",
+        "brats_datalist",
+        "brats_label_map",
+        "brats_label_values",
+        "brats_output_labels",
+        "make_brats_dataset",
+    ),
+    "checks": (
+        "CaseList",
+        "check_case",
+        "check_class_label",
+        "check_label_values",
+        "dicom_series_files",
+        "is_class_label",
+        "load_image_stack",
+        "load_label",
+        "read_volume",
+        "report_skipped_cases",
+        "validate_datalist",
+    ),
+    "errors": ("InputError", "InvalidCaseError", "MissingInputError", "flag", "plain_input_errors"),
+    "files": ("atomic_target", "atomic_write_text", "check_output_dir", "is_hidden"),
+    "labels": ("read_class_labels",),
+    "liver": ("decathlon_datalist", "dicom_series_datalist", "make_liver_dataset"),
+    "modalities": ("check_modalities", "distinct_modalities", "nonempty_subsets"),
+    "synthetic": ("dataset_dir_or_synthetic", "resolve_maker"),
+    "writers": ("AtomicNibabelWriter", "case_name_formatter"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+        globals()[name] = value
+        return value
+    # a submodule asked for as an attribute (``medguide.data.geometry.spacing_of``), as when they all loaded here
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-__all__ = ["check_modalities", "nonempty_subsets"]
+__all__ = ["check_modalities", "distinct_modalities", "nonempty_subsets"]
 
 
 def check_modalities(requested: Sequence[str] | str, known: Sequence[str], what: str = "modalities") -> list[str]:
@@ -32,6 +32,29 @@ def check_modalities(requested: Sequence[str] | str, known: Sequence[str], what:
     if not names or unknown or repeated:
         problem = f"unknown {unknown}" if unknown else f"repeated {repeated}" if repeated else "none given"
         raise ValueError(f"{what} must be a non-empty subset of {list(known)} without repeats: {problem} in {names}.")
+    return names
+
+
+def distinct_modalities(names: Sequence[str] | str, what: str = "modalities") -> tuple[str, ...]:
+    """``names`` as a tuple, checked to be non-empty and without repeats: the modalities a network is built for.
+
+    Args:
+        names: the modality names, e.g. ``["t1", "t1ce", "t2", "flair"]``; a single string is one name.
+        what: what the names are called in the message (``"MAMLNet's modalities"``).
+
+    Raises:
+        ValueError: no name is given, or one is repeated (naming it).
+
+    Example:
+        >>> distinct_modalities("t1")
+        ('t1',)
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names:
+        raise ValueError(f"{what} must name at least one modality, got none.")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be distinct, but {repeated} appear more than once in {list(names)}.")
     return names
 
 

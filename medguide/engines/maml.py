@@ -15,7 +15,7 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys as Keys
 
 from medguide.data.geometry import spacing_of
-from medguide.data.modalities import nonempty_subsets
+from medguide.data.modalities import check_modalities, nonempty_subsets
 from medguide.engines.workflows import Evaluator
 from medguide.metrics.subsets import SubsetTable
 
@@ -76,10 +76,7 @@ class ModalityBatch(PrepareBatch):
     def select(self, names: list[str]) -> list[int]:
         """Channels to keep of a batch whose channels are the modalities ``names``."""
         if self.modalities is not None:
-            missing = [m for m in self.modalities if m not in names]
-            if missing:
-                raise ValueError(f"modalities {missing} were asked for but the case has only {names}.")
-            return [names.index(m) for m in self.modalities]
+            return [names.index(m) for m in check_modalities(self.modalities, names, "the modalities asked for")]
         if self.modality_dropout and self.rng.random() < self.modality_dropout:
             return sorted(self.rng.choice(nonempty_subsets(range(len(names)))))
         return list(range(len(names)))
@@ -90,14 +87,20 @@ class ModalityBatch(PrepareBatch):
             modalities=modalities, image_key=self.image_key, label_key=self.label_key, modality_key=self.modality_key
         )
 
-    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
+    def inputs(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs) -> tuple[torch.Tensor, dict]:
+        """The network's inputs alone, without the label: the kept channels on ``device`` and ``{"modalities":
+        names}``, for an inference that needs no label on the device."""
         names = batch_modalities(batchdata[self.modality_key])
         keep = self.select(names)
         image = batchdata[self.image_key][:, keep].to(device=device, non_blocking=non_blocking, **kwargs)
+        return image, {"modalities": [names[i] for i in keep]}
+
+    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
+        image, network_kwargs = self.inputs(batchdata, device, non_blocking, **kwargs)
         label = batchdata.get(self.label_key)
         if isinstance(label, torch.Tensor):
             label = label.to(device=device, non_blocking=non_blocking, **kwargs)
-        return image, label, (), {"modalities": [names[i] for i in keep]}
+        return image, label, (), network_kwargs
 
 
 def predict_subsets(
@@ -110,10 +113,11 @@ def predict_subsets(
 ) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """Predict a batch from each subset of its modalities: the missing-modality inference, for every user.
 
-    Each subset is prepared as ``prepare_batch.fixed(subset)`` prepares it (same keys, those channels) and
-    inferred as MONAI's engines infer, ``inferer(image, network, modalities=[...])``. Gradients, the network's
-    mode and the precision are the caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and
-    :func:`medguide.engines.precision.autocast`; each prediction is made when the iteration reaches it.
+    Each subset's image is prepared as ``prepare_batch.fixed(subset).inputs`` prepares it (same keys, those
+    channels; the label stays where it is, as the inference does not use it) and inferred as MONAI's engines infer,
+    ``inferer(image, network, modalities=[...])``. Gradients, the network's mode and the precision are the
+    caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and :func:`medguide.engines.precision.autocast`;
+    each prediction is made when the iteration reaches it.
 
     Example::
 
@@ -138,8 +142,8 @@ def predict_subsets(
     """
     names = batch_modalities(batchdata[prepare_batch.modality_key])
     for subset in nonempty_subsets(names) if subsets is None else subsets:
-        image, _, args, kwargs = prepare_batch.fixed(subset)(batchdata, device)
-        yield tuple(subset), inferer(image, network, *args, **kwargs)
+        image, kwargs = prepare_batch.fixed(subset).inputs(batchdata, device)
+        yield tuple(subset), inferer(image, network, **kwargs)
 
 
 class SubsetEvaluator(Evaluator):

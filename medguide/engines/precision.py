@@ -23,12 +23,20 @@ def _cpu_has_fast_bfloat16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _gpu_has_native_bfloat16(device: str | torch.device) -> bool:
+    # compute capability 8 (Ampere) brought bfloat16 tensor cores; torch.cuda.is_bf16_supported() also says yes
+    # for older GPUs, which emulate it slowly, and asks about the current device rather than this one
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    return major >= 8
+
+
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The autocast dtype that ``precision`` means on ``device``; ``None`` means plain float32.
 
     ``"float32"`` is exact float32 on every device (no autocast). ``"auto"`` is float16 on CUDA and bfloat16 on
     CPUs with native bfloat16, float32 elsewhere. A precision the device cannot run fast (float16 on CPU, bfloat16
-    on a CPU without native support or an old GPU) falls back to float32 with a warning.
+    on a CPU without native support or on a GPU of compute capability below 8, before Ampere) falls back to float32
+    with a warning.
 
     Example:
         >>> resolve_precision("float32", "cuda") is None
@@ -51,7 +59,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
     if kind == "cuda":
         if precision in ("auto", "float16"):
             return torch.float16
-        if torch.cuda.is_bf16_supported():
+        if _gpu_has_native_bfloat16(device):
             return torch.bfloat16
     elif kind == "cpu" and precision in ("auto", "bfloat16") and _cpu_has_fast_bfloat16():
         return torch.bfloat16

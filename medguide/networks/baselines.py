@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from medguide.data.modalities import check_modalities
+from medguide.data.modalities import check_modalities, distinct_modalities
 from medguide.networks.unet import UNet
 
 __all__ = ["ModalityUNet"]
@@ -27,14 +27,18 @@ class ModalityUNet(UNet):
     size a multiple of 2^(num_stages - 1), one at least 2^num_stages), checked before running.
 
     Args:
-        modalities: names of the input channels, in order.
+        modalities: distinct names of the input channels, in order.
         out_channels: number of classes.
         kwargs: passed to :class:`UNet` (``spatial_dims``, ``base_width``, ``num_stages``, ``max_width``).
+
+    Raises:
+        ValueError: ``modalities`` is empty or repeats a name.
     """
 
     def __init__(self, modalities: Sequence[str], out_channels: int, **kwargs) -> None:
+        modalities = distinct_modalities(modalities, "ModalityUNet's modalities")
         super().__init__(in_channels=len(modalities), out_channels=out_channels, **kwargs)
-        self.modalities = tuple(modalities)
+        self.modalities = modalities
 
     def forward(
         self, x: torch.Tensor, modalities: Sequence[str] | str | None = None

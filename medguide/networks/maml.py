@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Norm
 from torch import nn
 
-from medguide.data.modalities import check_modalities
+from medguide.data.modalities import check_modalities, distinct_modalities
 from medguide.networks.blocks import instance_norm_factory_name
 from medguide.networks.branches import decode_branches
 from medguide.networks.unet import UNet
@@ -17,8 +17,21 @@ from medguide.networks.unet import UNet
 __all__ = ["MAMLNet", "ModalityAwareFusion"]
 
 
+def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides = [1]
+    for size in reversed(shape[1:]):
+        strides.insert(0, strides[0] * max(size, 1))
+    return tuple(strides)
+
+
 def _default_strides(grad: torch.Tensor) -> torch.Tensor:
-    """``grad`` with the default (contiguous) strides, which a 1x1x1 kernel's gradient may lack under autocast."""
+    """``grad`` with the default (contiguous) strides, which a 1x1x1 kernel's gradient may lack under autocast.
+
+    Copied only when its strides differ: ``is_contiguous()`` does not tell, since a ``[C_out, C_in, 1, 1, 1]``
+    gradient in channels-last layout counts as contiguous with other strides than its weight's.
+    """
+    if grad.stride() == _contiguous_strides(grad.shape):
+        return grad
     return grad.clone(memory_format=torch.contiguous_format)
 
 
@@ -110,7 +123,8 @@ class MAMLNet(nn.Module):
     instance normalisation). Outputs are returned contiguous.
 
     Args:
-        modalities: names of the modalities in their canonical order, e.g. ``("t1", "t1ce", "t2", "flair")``.
+        modalities: distinct names of the modalities in their canonical order, e.g. ``("t1", "t1ce", "t2",
+            "flair")``.
         out_channels: number of classes, background included.
         spatial_dims: 2 or 3.
         base_width: width of each branch's full-resolution stage (16 in the paper).
@@ -121,6 +135,9 @@ class MAMLNet(nn.Module):
             logits are the mean of the present branches' full-resolution logits).
         channels_last: keep 3D features in channels-last layout. With both ``False`` the branches run one after
             another in the default layout: the plain reference.
+
+    Raises:
+        ValueError: ``modalities`` is empty or repeats a name, or ``fusion`` is neither ``"ma"`` nor ``"mean"``.
     """
 
     def __init__(
@@ -136,7 +153,7 @@ class MAMLNet(nn.Module):
         fusion: str = "ma",
     ) -> None:
         super().__init__()
-        self.modalities = tuple(check_modalities(modalities, modalities))
+        self.modalities = distinct_modalities(modalities, "MAMLNet's modalities")
         self.spatial_dims = spatial_dims
         self.group_branches = group_branches
         self.channels_last = channels_last and spatial_dims == 3

@@ -8,7 +8,7 @@ import torch
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 from torch import nn
 
-from medguide.networks.blocks import UNetDecoder, UNetEncoder, UNetSizeRule, unet_size_rule, unet_widths
+from medguide.networks.blocks import UNetDecoder, UNetEncoder, UNetSizeRule, unet_widths
 
 __all__ = ["UNet"]
 
@@ -71,8 +71,8 @@ class UNet(nn.Module):
 
     @property
     def size_rule(self) -> UNetSizeRule:
-        """The spatial input sizes the network takes."""
-        return unet_size_rule(self.num_stages)
+        """The spatial input sizes the network takes: its encoder's."""
+        return self.encoder.size_rule
 
     @property
     def feature_channels(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,66 @@ def test_synthetic_kinds_are_those_the_real_bundles_declare(capsys):
     assert "{brats,liver}" in capsys.readouterr().out
     owners = {kind: bundle for kind, (bundle, _) in cli.synthetic_makers().items()}
     assert owners == {"brats": "maml_brats_mri_segmentation", "liver": "maml_liver_tumor_ct_segmentation"}
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("5", "must be a JSON object, got 5"),
+        ('["toy"]', "must be a JSON object"),
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"description": "", "expected_time": "", "report": "", "synthetic": 5}), "synthetic must be an"),
+        (json.dumps({"description": "", "expected_time": "", "report": "", "synthetic": "toy"}), "synthetic must be"),
+    ],
+)
+def test_a_bad_declaration_is_named_in_one_line(stand_ins, content, problem):
+    path = stand_ins / "toy" / "configs" / "demo.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit, match=f"^{re.escape(str(path))}: the demo declaration.*{problem}[^\\n]*$"):
+        cli.bundle_specs()
+
+
+def test_an_unreadable_declaration_is_named_in_one_line(tmp_path):
+    folder = tmp_path / "demo.json"
+    folder.mkdir()
+    with pytest.raises(
+        SystemExit, match=f"^{re.escape(str(folder))}: the demo declaration cannot be read \\(Is a directory\\)$"
+    ):
+        cli._read_declaration(folder)
+
+
+def trained_folder(root: Path, settings: str) -> Path:
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "network.json").write_text(settings, encoding="utf-8")
+    return root
+
+
+def test_a_bad_declaration_fails_only_the_commands_that_read_it(stand_ins, tmp_path, capsys):
+    bad = stand_ins / "bad" / "configs" / "demo.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[]", encoding="utf-8")
+    main(["demo", "toy", "--output_dir", str(tmp_path / "out")])
+    trained = trained_folder(tmp_path / "trained", json.dumps({"bundle": "toy", "settings": {}}))
+    main(["predict", str(trained), str(tmp_path), str(tmp_path / "predictions")])
+    assert "medguide predict (toy)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "Bundles: bad, toy" in capsys.readouterr().out
+    for command in (["demo", "bad"], ["demo", "--list"], ["demo", "all"], ["synthetic", "toy", str(tmp_path)]):
+        with pytest.raises(SystemExit, match=f"^{re.escape(str(bad))}: the demo declaration must be a JSON object"):
+            main(command)
+
+
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        ("{not json", "is not valid JSON"),
+        ("[]", "names no bundle"),
+        (json.dumps({"settings": {"base_width": 8}}), "names no bundle"),
+    ],
+)
+def test_predict_names_a_bad_settings_file_in_one_line(stand_ins, tmp_path, settings, problem):
+    trained = trained_folder(tmp_path / "trained", settings)
+    path = trained / "models" / "network.json"
+    with pytest.raises(SystemExit, match=f"^{re.escape(str(path))}: the network settings file {problem}[^\\n]*$"):
+        main(["predict", str(trained), str(tmp_path), str(tmp_path / "predictions")])

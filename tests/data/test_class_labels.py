@@ -1,6 +1,7 @@
 """Class labels from a CSV: one class per case (CPM-RadPath) or several tasks (Derm7pt), checked as label images are."""
 
 import re
+from collections import Counter
 
 import nibabel as nib
 import numpy as np
@@ -34,6 +35,40 @@ CRITERIA = {
         "dotted",
         "linear irregular",
     ],
+}
+
+# Derm7pt's diagnoses and how many of its 1011 cases have each, as its meta/meta.csv gives them
+DIAGNOSES = {
+    "basal cell carcinoma": 42,
+    "blue nevus": 28,
+    "clark nevus": 399,
+    "combined nevus": 13,
+    "congenital nevus": 17,
+    "dermal nevus": 33,
+    "dermatofibroma": 20,
+    "lentigo": 24,
+    "melanoma": 1,
+    "melanoma (0.76 to 1.5 mm)": 53,
+    "melanoma (in situ)": 64,
+    "melanoma (less than 0.76 mm)": 102,
+    "melanoma (more than 1.5 mm)": 28,
+    "melanoma metastasis": 4,
+    "melanosis": 16,
+    "miscellaneous": 8,
+    "recurrent nevus": 6,
+    "reed or spitz nevus": 79,
+    "seborrheic keratosis": 45,
+    "vascular lesion": 29,
+}
+VASCULAR_COUNTS = {
+    "absent": 823,
+    "arborizing": 31,
+    "comma": 23,
+    "hairpin": 15,
+    "within regression": 46,
+    "wreath": 2,
+    "dotted": 53,
+    "linear irregular": 18,
 }
 
 
@@ -175,9 +210,12 @@ def test_derm7pt_diagnosis_and_seven_criteria(sample_data):
     meta = sample_data / "derm7pt-meta" / "meta.csv"
     if not meta.exists():
         pytest.skip(f"{meta} not present in the sample data")
-    diagnoses = sorted({line.split(",")[1] for line in meta.read_text(encoding="utf-8").splitlines()[1:]})
+    diagnoses = list(DIAGNOSES)
     items = read_class_labels(meta, {"diagnosis": diagnoses, **CRITERIA}, case_column="case_num")
     assert len(items) == 1011 and items[0]["case"] == "1"
+    assert Counter(diagnoses[item["label"]["diagnosis"]] for item in items) == DIAGNOSES
+    vascular_values = CRITERIA["vascular_structures"]
+    assert Counter(vascular_values[item["label"]["vascular_structures"]] for item in items) == VASCULAR_COUNTS
     assert items[0]["label"] == {
         "diagnosis": diagnoses.index("basal cell carcinoma"),
         "pigment_network": 0,
@@ -192,6 +230,9 @@ def test_derm7pt_diagnosis_and_seven_criteria(sample_data):
     without_wreath = {**CRITERIA, "vascular_structures": vascular}
     with pytest.raises(InvalidCaseError, match=r"column 'vascular_structures' value \['wreath'\]"):
         read_class_labels(meta, without_wreath, case_column="case_num")
+    without_metastasis = {"diagnosis": [d for d in diagnoses if d != "melanoma metastasis"], **CRITERIA}
+    with pytest.raises(InvalidCaseError, match=r"column 'diagnosis' value \['melanoma metastasis'\]"):
+        read_class_labels(meta, without_metastasis, case_column="case_num")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -53,8 +54,11 @@ def test_modality_batch_passes_names_and_selects_channels():
     assert kwargs == {"modalities": ["flair", "t1ce"]} and args == ()
     torch.testing.assert_close(image, data["image"][:, [3, 1]])
     assert label.shape == (2, 1, 16, 16, 16)
-    with pytest.raises(ValueError, match="asked for"):
+    known = re.escape(str(MODALITIES))
+    with pytest.raises(ValueError, match=rf"modalities asked for must be a non-empty subset of {known}.*unknown"):
         ModalityBatch(modalities=["dwi"])(data)
+    with pytest.raises(ValueError, match=r"repeated \['t2'\]"):
+        ModalityBatch(modalities=["t2", "t2"])(data)
 
 
 def test_modality_dropout_trains_every_subset_and_no_dropout_keeps_all():
@@ -95,6 +99,27 @@ def test_predict_subsets_infers_every_subset_through_the_batch_preparation():
         torch.testing.assert_close(pred, network(data["img"][:, [3, 0]], modalities=["flair", "t1"]))
     with pytest.raises(ValueError, match="asked for"):
         next(predict_subsets(network, SimpleInferer(), data, prepare, [("dwi",)]))
+
+
+class CountedMoves(torch.Tensor):
+    """A label that counts how often it is moved to a device."""
+
+    moves = 0
+
+    def to(self, *args, **kwargs):
+        CountedMoves.moves += 1
+        return super().to(*args, **kwargs)
+
+
+def test_predict_subsets_leaves_the_label_where_it_is(monkeypatch):
+    network, data = tiny_network(), batch(1)
+    data["label"] = data["label"].as_subclass(CountedMoves)
+    monkeypatch.setattr(CountedMoves, "moves", 0)
+    with torch.no_grad():
+        assert len(list(predict_subsets(network, SimpleInferer(), data, ModalityBatch(), device="cpu"))) == 15
+    assert CountedMoves.moves == 0
+    ModalityBatch()(data, "cpu")  # the engine's own preparation does move it, once
+    assert CountedMoves.moves == 1
 
 
 REGIONS = [[1, 3], [1, 2, 3], [3]]

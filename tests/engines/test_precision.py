@@ -51,7 +51,7 @@ def evaluator(network: torch.nn.Module, device: str = "cpu", **kwargs) -> Evalua
 def native_bfloat16(monkeypatch):
     """Every CPU and GPU counts as having native bfloat16, so the tests do not depend on the machine."""
     monkeypatch.setattr(precision_module, "_cpu_has_fast_bfloat16", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
 
 
 def test_what_each_setting_means_per_device(native_bfloat16):
@@ -70,6 +70,23 @@ def test_without_native_bfloat16_auto_is_float32_and_bfloat16_warns(monkeypatch)
     assert resolve_precision("auto", "cpu") is None
     with pytest.warns(UserWarning, match="'bfloat16' is not supported on this cpu device"):
         assert resolve_precision("bfloat16", "cpu") is None
+
+
+def test_bfloat16_on_a_gpu_before_ampere_is_float32(monkeypatch):
+    asked = []
+
+    def capability(device=None):
+        asked.append(device)
+        return {0: (9, 0), 1: (7, 5)}[device.index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    # as PyTorch answers on a Turing GPU, which emulates bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("bfloat16", "cuda:0") is torch.bfloat16
+    with pytest.warns(UserWarning, match="'bfloat16' is not supported on this cuda device"):
+        assert resolve_precision("bfloat16", "cuda:1") is None
+    assert [d.index for d in asked] == [0, 1]  # the device asked about, not the current one
+    assert resolve_precision("auto", "cuda:1") is torch.float16
 
 
 @pytest.mark.parametrize("bad", ["fp16", "FLOAT32", "", None, True])
@@ -158,3 +175,80 @@ def test_cpu_bfloat16_runs_the_forward_under_autocast(native_bfloat16):
     evaluate.run()
     assert network.seen == [torch.bfloat16] * 2 and evaluate.state.output["pred"].dtype == torch.bfloat16
     assert not evaluate.amp  # MONAI's amp would autocast CUDA only
+
+
+class RecordingScaler:
+    """Stands in for MONAI's float16 ``torch.cuda.amp.GradScaler``, which needs a GPU to scale anything."""
+
+    made: list[RecordingScaler] = []
+
+    def __init__(self) -> None:
+        self.scaled = 0
+        RecordingScaler.made.append(self)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        self.scaled += 1
+        return loss
+
+    def unscale_(self, optimizer) -> None:
+        pass
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("precision, dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
+def test_a_cuda_trainer_run_autocasts_every_iteration(monkeypatch, native_bfloat16, precision, dtype):
+    """MONAI's own ``run()`` and ``_iteration`` on an engine built for CUDA, with only the GPU's parts stood in for.
+
+    MONAI makes its float16 GradScaler in ``run()`` before ignite's STARTED and autocasts only while the engine has
+    a scaler: bfloat16 must still autocast at every iteration, with a scaler that scales nothing, and float16 must
+    keep MONAI's scaler.
+    """
+    autocasts = []
+    cpu_autocast = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, **kwargs):
+        autocasts.append((device_type, dtype))
+        return cpu_autocast("cpu", dtype=dtype)  # so that the forward sees the dtype, as it would on the GPU
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", RecordingScaler)
+    monkeypatch.setattr(RecordingScaler, "made", [])
+    network = AutocastProbe()
+    train = trainer(
+        network,
+        "cuda",
+        precision=precision,
+        grad_clip=1.0,
+        prepare_batch=lambda batch, device, non_blocking, **kwargs: (batch["image"], batch["label"]),
+    )
+    train.run()
+    assert autocasts == [("cuda", dtype)] * 2
+    assert network.seen == [dtype] * 2
+    assert train.state.output["pred"].dtype == dtype
+    assert network.conv.weight.grad.dtype == torch.float32
+    if precision == "float16":
+        assert RecordingScaler.made == [train.scaler] and train.scaler.scaled == 2
+    else:
+        assert isinstance(train.scaler, torch.amp.GradScaler) and not train.scaler.is_enabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "precision, dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32)]
+)
+def test_on_a_gpu_every_forward_runs_in_the_precision(precision, dtype):
+    if dtype is torch.bfloat16 and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("bfloat16 falls back to float32 before compute capability 8")
+    network = AutocastProbe().cuda()
+    forwards = []
+    network.conv.register_forward_hook(lambda module, args, output: forwards.append(output.dtype))
+    train = trainer(network, "cuda", precision=precision)
+    train.run()
+    assert forwards == [dtype] * 2
+    assert (train.scaler is not None and train.scaler.is_enabled()) == (precision == "float16")
+    assert network.conv.weight.grad.dtype == torch.float32

@@ -44,3 +44,11 @@ def test_inputs_that_do_not_fit_are_refused():
         net(torch.randn(1, 3, 16, 16, 16), ["t1", "t2"])
     with pytest.raises(ValueError, match="nearest valid sizes are 16 and 20"):
         net(torch.randn(1, 4, 16, 16, 18))
+
+
+def test_the_modalities_are_checked_at_construction():
+    with pytest.raises(ValueError, match=r"ModalityUNet's modalities must be distinct, but \['t2'\] appear"):
+        ModalityUNet(["t2", "t2"], 4, base_width=8, num_stages=3)
+    # one name is one input channel, not one per letter
+    single = ModalityUNet("t1ce", 4, base_width=8, num_stages=3)
+    assert single.modalities == ("t1ce",) and single.encoder.in_channels == 1

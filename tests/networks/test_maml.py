@@ -8,6 +8,7 @@ from monai.inferers import SlidingWindowInferer
 
 from medguide.data import nonempty_subsets
 from medguide.networks import MAMLNet
+from medguide.networks.maml import _default_strides
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 
@@ -125,3 +126,23 @@ def test_gradients_have_their_weights_strides(dtype):
     (out["fused"].float().sum() + sum(level.float().sum() for branch in out["branches"] for level in branch)).backward()
     mismatched = [name for name, p in net.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
     assert not mismatched, f"gradients with other strides than their weights: {mismatched}"
+
+
+def test_a_gradient_with_the_default_strides_is_not_copied():
+    default = torch.randn(4, 8, 1, 1, 1)
+    assert _default_strides(default) is default
+    # a 1x1x1 kernel's channels-last gradient counts as contiguous, yet its strides differ from its weight's
+    channels_last = torch.randn(4, 8, 1, 1, 1).clone(memory_format=torch.channels_last_3d)
+    assert channels_last.is_contiguous() and channels_last.stride() != default.stride()
+    copied = _default_strides(channels_last)
+    assert copied.stride() == default.stride()
+    torch.testing.assert_close(copied, channels_last)
+
+
+@pytest.mark.parametrize("modalities", [["t1", "t1"], ["t1", "t2", "t1"]])
+def test_a_repeated_modality_is_refused_at_construction(modalities):
+    with pytest.raises(ValueError, match=r"MAMLNet's modalities must be distinct, but \['t1'\] appear more than once"):
+        MAMLNet(modalities, 2, base_width=4, num_stages=3)
+    with pytest.raises(ValueError, match="must name at least one modality"):
+        MAMLNet([], 2, base_width=4, num_stages=3)
+    assert MAMLNet("t1", 2, base_width=4, num_stages=3).modalities == ("t1",)
