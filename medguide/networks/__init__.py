@@ -1,8 +1,36 @@
 """Networks of the medguide methods (one architecture per file), built from the shared :mod:`.blocks`."""
 
 from medguide.networks.baselines import ModalityUNet
-from medguide.networks.blocks import UNetSizeRule, unet_size_rule, unet_widths
+from medguide.networks.blocks import GatedAttentionMIL, MultiTaskHead, UNetSizeRule, unet_size_rule, unet_widths
+from medguide.networks.dmg import (
+    FusionClassifier,
+    GuidanceMLP,
+    GuidedClassifier,
+    LatentClassifier,
+    LatentEncoder,
+    image_encoder,
+    image_encoder_names,
+    load_encoder_weights,
+)
 from medguide.networks.maml import MAMLNet, ModalityAwareFusion
 from medguide.networks.unet import UNet
 
-__all__ = ["MAMLNet", "ModalityAwareFusion", "ModalityUNet", "UNet", "UNetSizeRule", "unet_size_rule", "unet_widths"]
+__all__ = [
+    "FusionClassifier",
+    "GatedAttentionMIL",
+    "GuidanceMLP",
+    "GuidedClassifier",
+    "LatentClassifier",
+    "LatentEncoder",
+    "MAMLNet",
+    "ModalityAwareFusion",
+    "ModalityUNet",
+    "MultiTaskHead",
+    "UNet",
+    "UNetSizeRule",
+    "image_encoder",
+    "image_encoder_names",
+    "load_encoder_weights",
+    "unet_size_rule",
+    "unet_widths",
+]

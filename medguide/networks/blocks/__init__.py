@@ -4,13 +4,19 @@ As dynamic-network-architectures keeps ``building_blocks/`` apart from ``archite
 once and every method's network (``medguide/networks/<method>.py``) reuses it.
 """
 
+from medguide.networks.blocks.attention_mil import GatedAttentionMIL
+from medguide.networks.blocks.frozen import Frozen
+from medguide.networks.blocks.heads import MultiTaskHead
 from medguide.networks.blocks.norms import InstanceNorm2d, InstanceNorm3d, instance_norm, instance_norm_factory_name
 from medguide.networks.blocks.unet_decoder import UNetDecoder
 from medguide.networks.blocks.unet_encoder import UNetEncoder, UNetSizeRule, unet_size_rule, unet_widths
 
 __all__ = [
+    "Frozen",
+    "GatedAttentionMIL",
     "InstanceNorm2d",
     "InstanceNorm3d",
+    "MultiTaskHead",
     "UNetDecoder",
     "UNetEncoder",
     "UNetSizeRule",
