@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,15 +10,9 @@ import torch
 
 from medguide.data.files import atomic_write_text
 from medguide.metrics import conventions
+from medguide.metrics.tables import csv_text, markdown_table, mean_sd_cell, sample_sd
 
 __all__ = ["SubsetTable"]
-
-
-def _sd(values: torch.Tensor) -> torch.Tensor:
-    """Sample standard deviation over the cases (dim 0); nan for a single case, without torch's warning."""
-    if len(values) < 2:
-        return torch.full(values.shape[1:], math.nan, dtype=values.dtype)
-    return values.std(0)
 
 
 class SubsetTable:
@@ -99,12 +90,12 @@ class SubsetTable:
             row: dict[str, object] = {"modalities": "+".join(subset), "n": sum(len(s) for s in scores["Dice"])}
             for name, per_batch in scores.items():
                 values = torch.cat(per_batch).double()
-                for region, mean, sd in zip(self.regions, values.mean(0).tolist(), _sd(values).tolist()):
+                for region, mean, sd in zip(self.regions, values.mean(0).tolist(), sample_sd(values).tolist()):
                     row[self.column(name, region)] = mean
                     row[f"{self.column(name, region)} sd"] = sd
             per_case = torch.cat(scores["Dice"]).double().mean(1, keepdim=True)
             row["Dice mean"] = per_case.mean().item()
-            row["Dice mean sd"] = _sd(per_case).item()
+            row["Dice mean sd"] = sample_sd(per_case).item()
             rows.append(row)
         return rows
 
@@ -133,14 +124,7 @@ class SubsetTable:
         self.unit: str | None = None
 
     def to_csv(self) -> str:
-        rows = self.rows()
-        if not rows:
-            return ""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
+        return csv_text(self.rows())
 
     def to_markdown(self) -> str:
         """The rows as a markdown table, each mean beside its standard deviation (``0.812 ± 0.050``; Dice to three
@@ -154,13 +138,9 @@ class SubsetTable:
             value = row[column]
             if not isinstance(value, float):
                 return str(value)
-            digits = 2 if column.startswith("HD95") else 3
-            sd = row.get(f"{column} sd")
-            spread = "" if sd is None or math.isnan(sd) else f" ± {sd:.{digits}f}"
-            return f"{value:.{digits}f}{spread}"
+            return mean_sd_cell(value, row.get(f"{column} sd"), digits=2 if column.startswith("HD95") else 3)
 
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
+        lines = markdown_table(columns, [[cell(row, c) for c in columns] for row in rows])
         return "\n".join([*lines, "", self.caption]) + "\n"
 
     def save(self, output_dir: str | os.PathLike, name: str = "missing_modality_table") -> tuple[Path, Path]:
