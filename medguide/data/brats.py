@@ -191,14 +191,19 @@ def _classify(path: Path) -> tuple[str, str, str] | None:
     return None
 
 
-def _groups(dataset_dir: Path) -> list[tuple[str, Path, dict[str, tuple[Path, str]], InvalidCaseError | None]]:
+def _groups(
+    dataset_dir: Path, exclude: Sequence[str | Path] = ()
+) -> list[tuple[str, Path, dict[str, tuple[Path, str]], InvalidCaseError | None]]:
     """(case, folder, {role: (file, naming)}, error) for every case folder, and for files lying in ``dataset_dir``.
 
-    Hidden files and folders (macOS ``._<name>`` copies, ``.DS_Store``) are not images and are passed over.
+    Hidden files and folders (macOS ``._<name>`` copies, ``.DS_Store``) are not images and are passed over, and so
+    are the folders in ``exclude``.
     """
     found: dict[tuple[str, Path], dict[str, tuple[Path, str]]] = {}
     errors: dict[tuple[str, Path], InvalidCaseError] = {}
-    for folder in [dataset_dir, *visible(p for p in dataset_dir.iterdir() if p.is_dir())]:
+    excluded = {(dataset_dir / p).resolve() for p in exclude}
+    folders = visible(p for p in dataset_dir.iterdir() if p.is_dir() and p.resolve() not in excluded)
+    for folder in [dataset_dir, *folders]:
         files = visible(p for p in folder.iterdir() if p.is_file())
         classified_files = [(f, _classify(f)) for f in files if f.name.lower().endswith(NIFTI_SUFFIXES)]
         if folder != dataset_dir and files and not any(c for _, c in classified_files):
@@ -228,6 +233,7 @@ def brats_datalist(
     require_label: bool = True,
     require_all: bool = True,
     skip_invalid: bool = False,
+    exclude: Sequence[str | Path] = (),
 ) -> CaseList:
     """Scan a BraTS folder into datalist items for :class:`medguide.transforms.LoadCased`.
 
@@ -244,6 +250,8 @@ def brats_datalist(
             (e.g. BRATS 2015 FLAIR + T1c only).
         skip_invalid: log and leave out a case that lacks a file or has two of one kind, instead of raising
             (the result's ``skipped`` lists them).
+        exclude: folders in ``dataset_dir`` that are not cases (relative to it, or absolute), e.g. the histology
+            features kept beside the case folders (:func:`medguide.data.cpm_radpath_datalist`).
 
     Raises:
         MissingInputError (a ``FileNotFoundError``): ``dataset_dir`` is missing or holds no BraTS case.
@@ -257,7 +265,7 @@ def brats_datalist(
         [_TOKENS.get(m.lower(), m.lower()) for m in modalities], BRATS_MODALITIES, "BraTS modalities"
     )
     items = CaseList()
-    for case, folder, roles, error in _groups(dataset_dir):
+    for case, folder, roles, error in _groups(dataset_dir, exclude):
         naming = next(iter(roles.values()))[1] if roles else "2021"
         suffixes = _SUFFIXES.get(naming, _SUFFIXES["2021"])
         present = [m for m in wanted if m in roles]

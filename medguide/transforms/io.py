@@ -1,15 +1,32 @@
-"""``LoadCased``: the multi-modal case loader the segmentation bundles use instead of ``LoadImaged``."""
+"""Loaders that name the case and the file of whatever they cannot load.
+
+``LoadCased`` loads a multi-modal case (the segmentation bundles use it instead of ``LoadImaged``); ``LoadPhotod``
+loads 2D photographs (clinical and dermoscopic photos), each key its own image. :func:`validate_loading` runs a
+bundle's loaders over a datalist before training, so ``skip_invalid`` can leave bad cases out up front.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
 
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.data import MetaTensor, PILReader
+from monai.transforms import LoadImage, MapTransform
 
-from medguide.data.checks import case_name, check_class_label, is_class_label, load_image_stack, load_label
+from medguide.data.checks import (
+    CaseList,
+    case_name,
+    check_class_label,
+    is_class_label,
+    load_image_stack,
+    load_label,
+)
+from medguide.data.errors import InputError, InvalidCaseError, flag
 
-__all__ = ["LoadCased"]
+__all__ = ["LoadCased", "LoadPhotod", "read_photo", "validate_loading"]
 
 
 class LoadCased(MapTransform):
@@ -80,3 +97,136 @@ class LoadCased(MapTransform):
             else:
                 d[key] = load_label(d[key], image, case, self.label_values)
         return d
+
+
+@cache
+def _photo_loader() -> LoadImage:
+    return LoadImage(image_only=True, ensure_channel_first=True)
+
+
+@cache
+def _photo_reader(mode: str) -> PILReader:
+    # PIL's own conversion: a palette image is looked up, grey replicated, alpha dropped, CMYK converted
+    return PILReader(converter=operator.methodcaller("convert", mode))
+
+
+def read_photo(path: str | Path, case: str, mode: str = "RGB") -> MetaTensor:
+    """Read a 2D photograph (JPEG, PNG, BMP, TIFF: whatever PIL decodes) as a channel-first float32 ``MetaTensor``.
+
+    The axes are MONAI's for 2D images (``(C, W, H)``, as ``LoadImage`` with ``PILReader`` gives them), so photos
+    read here and through ``LoadImaged`` agree. The file name's suffix may be in any case (``NEL025.JPG``).
+
+    Args:
+        path: the image file.
+        case: the case id to name in errors.
+        mode: the PIL mode every photo is converted to (``"RGB"``: 3 channels whatever the file holds; ``"L"``:
+            one grey channel).
+
+    Raises:
+        InvalidCaseError: the file is missing, or does not decode (truncated, corrupted, not an image).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidCaseError(case, path, "file not found" if not path.exists() else "is a folder, not an image file")
+    try:
+        return _photo_loader()(path, reader=_photo_reader(mode))
+    except Exception as error:
+        reason = f"unreadable or corrupted image ({type(error).__name__}: {error})"
+        raise InvalidCaseError(case, path, reason) from error
+
+
+class LoadPhotod(MapTransform):
+    """Load the 2D photographs of a case, one per key, naming the case and file of any that does not decode.
+
+    Each key holds one image file, read by :func:`read_photo` (MONAI's ``PILReader``) and converted to ``mode``;
+    the photos of one case may differ in size (a clinical and a dermoscopic photo). ``meta["case"]`` is set as
+    :class:`LoadCased` sets it.
+
+    Example:
+        >>> load = LoadPhotod(keys=("clinic", "derm"))
+        >>> item = load({"case": "1", "clinic": "images/NEL/NEL025.JPG", "derm": "images/NEL/Nel026.jpg"})
+        >>> item["clinic"].shape  # (3, W, H)
+
+    Args:
+        keys: the keys holding image files.
+        mode: the PIL mode of every loaded image (``"RGB"`` gives 3 channels from grey, palette or RGBA files).
+        case_key: key of the case id used in error messages.
+        allow_missing_keys: skip absent keys (e.g. no superior photo at inference).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, mode: str = "RGB", case_key: str = "case", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mode = mode
+        self.case_key = case_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        """Replace the paths under ``keys`` by the loaded images.
+
+        Args:
+            data: a datalist item.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            case = case_name(d, image_key=key, case_key=self.case_key)
+            d[key] = read_photo(d[key], case, self.mode)
+            d[key].meta["case"] = case
+        return d
+
+
+def _invalid_case(error: BaseException | None) -> InvalidCaseError | None:
+    """The :class:`InvalidCaseError` in ``error``'s chain (MONAI's ``Compose`` wraps it in a ``RuntimeError``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InvalidCaseError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def validate_loading(
+    datalist: Sequence[Mapping], load: Callable[[dict], object], skip_invalid: bool = False
+) -> CaseList:
+    """Load every item through a bundle's own loaders before training starts, and keep those that load.
+
+    :func:`medguide.data.validate_datalist` checks an item's ``image`` and ``label``; items with other keys (a
+    histology bag, a pair of photos) are checked here, by the very transforms the run applies, so nothing is
+    checked twice in two ways. The loaded data are dropped; the items are returned as they were.
+
+    Example:
+        >>> load = Compose([LoadCased(keys=("image", "label"), label_values=[0, 1, 2]), LoadBagd("bag")])
+        >>> items = validate_loading(cpm_radpath_datalist(data_dir), load, skip_invalid=True)
+
+    Args:
+        datalist: the items (a :class:`~medguide.data.CaseList` keeps its skipped cases).
+        load: a transform (or ``Compose``) that raises :class:`~medguide.data.InvalidCaseError` for a bad case.
+        skip_invalid: log and leave out a case that does not load, instead of raising.
+
+    Returns:
+        The items that loaded, in order, with every skipped case in ``skipped``.
+
+    Raises:
+        InvalidCaseError: the first bad case (unwrapped from MONAI's ``RuntimeError``), without ``skip_invalid``.
+        InputError: no valid case is left.
+    """
+    skip = flag(skip_invalid, "skip_invalid")
+    earlier = list(getattr(datalist, "skipped", ()))
+    valid = CaseList(skipped=earlier)
+    for item in datalist:
+        try:
+            load(dict(item))
+        except Exception as error:
+            invalid = _invalid_case(error)
+            if invalid is None:
+                raise
+            if not skip:
+                raise invalid from invalid.__cause__
+            valid.skip(invalid)
+            continue
+        valid.append(dict(item))
+    if not valid:
+        reasons = "".join(f"\n  {error}" for error in valid.skipped)
+        raise InputError(f"no valid case left out of {len(datalist) + len(earlier)}:{reasons}")
+    return valid
