@@ -2,6 +2,16 @@
 
 from medguide.engines.checkpoints import CheckpointLoader, NetworkSettingsSaver, save_network_settings, trained_settings
 from medguide.engines.distributed import ddp_process_group, finish_distributed
+from medguide.engines.dmg import (
+    BagCollate,
+    LatentCache,
+    PartsLoader,
+    TaskBatch,
+    cache_latents,
+    evaluate_guidance,
+    guidance_rows,
+    load_parts,
+)
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities, predict_subsets
@@ -20,23 +30,31 @@ from medguide.engines.workflows import Evaluator, Trainer, trained_network
 __all__ = [
     "PRECISIONS",
     "AutocastCall",
+    "BagCollate",
     "CheckpointLoader",
     "EnginePrecision",
     "EpochProgress",
+    "LatentCache",
     "Evaluator",
     "MemoryCheck",
     "MirroredInferer",
     "NetworkSettingsSaver",
+    "PartsLoader",
     "ModalityBatch",
     "SubsetEvaluator",
+    "TaskBatch",
     "Trainer",
     "autocast",
     "available_memory",
     "batch_modalities",
+    "cache_latents",
     "ddp_process_group",
     "engine_precision",
+    "evaluate_guidance",
     "estimate_peak_memory",
     "finish_distributed",
+    "guidance_rows",
+    "load_parts",
     "predict_subsets",
     "resolve_precision",
     "save_network_settings",

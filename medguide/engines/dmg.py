@@ -1,0 +1,523 @@
+"""Engine parts of deep multimodal guidance (DMG): batches of tasks and bags, the latent cache, loading trained parts,
+and the paper's table.
+
+Mallya & Hamarneh, MICCAI 2022, https://arxiv.org/abs/2203.05683 (``../shared/METHODS.md`` section 2). Each stage
+is a plain :class:`medguide.engines.Trainer`; this module holds only what a config cannot say:
+
+a. the inferior and superior classifiers (:class:`medguide.networks.LatentClassifier`, loss
+   :class:`medguide.losses.MultiTaskCrossEntropy`) take their batches through :class:`TaskBatch` (an image, or bags
+   padded by :class:`BagCollate` with their mask as a network keyword, and targets ``[B, T]``);
+b. :class:`LatentCache` encodes the paired inputs once with both frozen encoders; ``G``
+   (:class:`medguide.networks.GuidanceMLP`, loss ``torch.nn.MSELoss``) trains on its dataset of
+   ``{"image": z_I, "label": z_S}`` with the trainer's default ``prepare_batch``, never re-encoding;
+c. the :class:`medguide.networks.GuidedClassifier` (``E_I`` and ``G`` frozen inside it) gets stage a's encoder and
+   stage b's ``G`` from their checkpoint files through :class:`PartsLoader`, the first handler of its trainer.
+
+:func:`evaluate_guidance` scores the paper's rows (S+I, S, I, G(I), G(I)+I, from :func:`guidance_rows`) on the test
+split into a :class:`medguide.metrics.ClassificationTable`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+from monai.data import Dataset, list_data_collate
+from monai.engines.utils import PrepareBatch
+from monai.utils import convert_to_tensor
+from torch import nn
+
+from medguide.data.errors import InputError
+from medguide.data.files import atomic_target
+from medguide.engines.checkpoints import _differences
+from medguide.engines.handler_errors import pass_own_error, passes_own_error
+from medguide.engines.precision import autocast, resolve_precision
+from medguide.metrics.classification import ClassificationTable
+from medguide.networks.dmg import GuidedClassifier
+
+__all__ = [
+    "BagCollate",
+    "LatentCache",
+    "PartsLoader",
+    "TaskBatch",
+    "cache_latents",
+    "evaluate_guidance",
+    "guidance_rows",
+    "load_parts",
+]
+
+logger = logging.getLogger("medguide.engines")
+
+
+def _to(value, device, non_blocking: bool = False, **kwargs):
+    return value.to(device=device, non_blocking=non_blocking, **kwargs) if isinstance(value, torch.Tensor) else value
+
+
+class TaskBatch(PrepareBatch):
+    """``prepare_batch`` of a DMG classifier: the network's input, its keyword inputs, and targets ``[B, T]``.
+
+    Returns ``(batch[image_key], targets, (), {argument: batch[key]})``, so MONAI's engines call
+    ``inferer(x, network, **kwargs)``: ``{"mask": "bag_mask"}`` hands a :class:`medguide.networks.LatentClassifier`
+    on bags the padding mask of :class:`BagCollate`; ``{"superior": "bag", "superior_mask": "bag_mask"}`` feeds a
+    :class:`medguide.networks.FusionClassifier` both modalities. A keyword whose key the batch lacks is left out
+    (a batch of one bag ``[1, N, D]`` needs no mask).
+
+    Targets are class indices ``[B, T]`` (int64) from a label that is an integer per case (collated ``[B]``, one
+    task) or ``{task: integer}`` (collated ``{task: [B]}``, Derm7pt's eight tasks), columns in the order of
+    ``tasks``; a batch without a label gives ``None``.
+
+    Example::
+
+        TaskBatch(image_key="bag", kwargs_keys={"mask": "bag_mask"})            # C_S on padded bags, one task
+        TaskBatch(image_key="clinic", tasks=["diagnosis", "streaks", ...])      # C_I on photos, eight tasks
+
+    Args:
+        image_key: key of the network's input.
+        label_key: key of the label.
+        tasks: the task names of a ``{task: class}`` label, in the order of the logits (a ``{task: classes}``
+            mapping gives its keys); ``None`` for an integer label.
+        kwargs_keys: {network keyword: batch key} of further network inputs.
+
+    Raises:
+        ValueError: (when called) a ``{task: class}`` label without ``tasks``, or lacking one of them.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str = "label",
+        tasks: Sequence[str] | Mapping[str, int] | None = None,
+        kwargs_keys: Mapping[str, str] | None = None,
+    ) -> None:
+        self.image_key, self.label_key = image_key, label_key
+        self.tasks = None if tasks is None else list(tasks)
+        self.kwargs_keys = dict(kwargs_keys or {})
+
+    def inputs(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs) -> tuple:
+        """The network's input and keyword inputs on ``device``, without the label (for inference)."""
+        x = _to(batchdata[self.image_key], device, non_blocking, **kwargs)
+        extra = {
+            name: _to(batchdata[key], device, non_blocking, **kwargs)
+            for name, key in self.kwargs_keys.items()
+            if key in batchdata
+        }
+        return x, extra
+
+    def targets(self, batchdata: Mapping) -> torch.Tensor | None:
+        """The label as class indices ``[B, T]`` (int64, on the CPU), or ``None`` when the batch has none."""
+        label = batchdata.get(self.label_key)
+        if label is None:
+            return None
+        if isinstance(label, Mapping):
+            if self.tasks is None:
+                raise ValueError(
+                    f"the label '{self.label_key}' holds tasks {sorted(label)}: give TaskBatch the tasks in the order "
+                    "of the logits."
+                )
+            missing = [task for task in self.tasks if task not in label]
+            if missing:
+                raise ValueError(f"the label '{self.label_key}' lacks the tasks {missing} (it has {sorted(label)}).")
+            return torch.stack([torch.as_tensor(label[task]).reshape(-1) for task in self.tasks], dim=1).long()
+        label = torch.as_tensor(label)
+        return (label.reshape(-1, 1) if label.ndim <= 1 else label).long()
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        x, extra = self.inputs(batchdata, device, non_blocking, **kwargs)
+        return x, _to(self.targets(batchdata), device, non_blocking, **kwargs), (), extra
+
+
+class BagCollate:
+    """``collate_fn`` batching bags of different sizes: each bag padded with zeros to the batch's largest, plus a mask.
+
+    Every item's ``[N_i, D]`` tensor under a key of ``keys`` becomes ``[N, D]`` with ``N = max N_i`` and gets
+    ``<key><mask_suffix>``, a boolean ``[N]`` that is ``True`` at its real instances; then MONAI's
+    ``list_data_collate`` batches the items, giving ``[B, N, D]`` bags and ``[B, N]`` masks, which
+    :class:`medguide.networks.blocks.GatedAttentionMIL` takes (padded instances get no attention).
+
+    Example::
+
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 4,
+                       "collate_fn": {"_target_": "medguide.engines.BagCollate", "keys": ["bag"]}}
+
+    Args:
+        keys: the keys of the bags.
+        mask_suffix: appended to a bag's key to name its mask.
+    """
+
+    def __init__(self, keys: str | Sequence[str] = ("bag",), mask_suffix: str = "_mask") -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.mask_suffix = mask_suffix
+
+    def __call__(self, items: Sequence[Mapping]) -> dict:
+        items = [dict(item) for item in items]
+        for key in self.keys:
+            bags = [torch.as_tensor(item[key]) for item in items if key in item]
+            if not bags:
+                continue
+            size = max(len(bag) for bag in bags)
+            for item in items:
+                if key not in item:
+                    continue
+                bag = torch.as_tensor(item[key])
+                mask = torch.zeros(size, dtype=torch.bool)
+                mask[: len(bag)] = True
+                item[key] = torch.cat([bag, bag.new_zeros(size - len(bag), *bag.shape[1:])])
+                item[key + self.mask_suffix] = mask
+        return list_data_collate(items)
+
+
+def _encoding(encoder: nn.Module) -> Callable:
+    # a LatentClassifier encodes with its encode(); a bare encoder (image or bag) is its own forward
+    return getattr(encoder, "encode", encoder)
+
+
+def cache_latents(
+    encoders: nn.Module | Sequence[nn.Module],
+    loader: Iterable,
+    prepare_batch: TaskBatch | Sequence[TaskBatch],
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+) -> tuple[torch.Tensor, ...]:
+    """Encode every case of ``loader`` once with each frozen encoder: the latents stage b trains ``G`` on.
+
+    One pass over ``loader``; each encoder runs in eval mode without gradient (its mode is restored afterwards) on
+    the input its ``prepare_batch`` takes from the batch (``TaskBatch(image_key="image")`` for the MRI,
+    ``TaskBatch(image_key="bag", kwargs_keys={"mask": "bag_mask"})`` for padded bags), in ``precision``.
+
+    Args:
+        encoders: one encoder or several, each a :class:`medguide.networks.LatentClassifier` (its ``encode``) or a
+            module returning ``[B, F]``.
+        loader: batches holding every encoder's input (and the label).
+        prepare_batch: one :class:`TaskBatch` per encoder (one for all).
+        device: where the encoders run.
+        precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``; latents are kept in float32.
+
+    Returns:
+        each encoder's latents ``[num_cases, F_k]`` (float32, on the CPU) in the loader's order, then the targets
+        ``[num_cases, T]`` of the first ``prepare_batch`` (an empty ``[num_cases, 0]`` tensor without labels).
+
+    Raises:
+        ValueError: a number of ``prepare_batch`` other than one or one per encoder, or an empty ``loader``.
+    """
+    encoders = [encoders] if isinstance(encoders, nn.Module) else list(encoders)
+    batches = [prepare_batch] * len(encoders) if isinstance(prepare_batch, PrepareBatch) else list(prepare_batch)
+    if len(batches) != len(encoders):
+        raise ValueError(f"cache_latents: {len(batches)} prepare_batch for {len(encoders)} encoders.")
+    dtype = resolve_precision(precision, device)
+    modes = [encoder.training for encoder in encoders]
+    latents: list[list[torch.Tensor]] = [[] for _ in encoders]
+    targets = []
+    try:
+        for encoder in encoders:
+            encoder.eval()
+        with torch.no_grad(), autocast(dtype, device):
+            for batchdata in loader:
+                for encoder, batch, kept in zip(encoders, batches, latents):
+                    x, kwargs = batch.inputs(batchdata, device)
+                    # plain tensors: an image's meta data would follow its latent into the cache and its collation
+                    kept.append(convert_to_tensor(_encoding(encoder)(x, **kwargs), track_meta=False).float().cpu())
+                label = batches[0].targets(batchdata)
+                targets.append(label if label is not None else torch.zeros(len(kept[-1]), 0, dtype=torch.long))
+    finally:
+        for encoder, mode in zip(encoders, modes):
+            encoder.train(mode)
+    if not targets:
+        raise ValueError("cache_latents: the loader gave no batch to encode.")
+    return (*(torch.cat(kept) for kept in latents), torch.cat(targets))
+
+
+def _fingerprint(loader: Iterable, *modules: nn.Module) -> str:
+    """A digest of the modules' weights and buffers and of the number of cases (where the loader has a dataset): a
+    cache file is reused only for the encoders and the training set it was made from."""
+    digest = hashlib.sha256(str(len(getattr(loader, "dataset", ()))).encode("utf-8"))
+    for module in modules:
+        for name, value in module.state_dict().items():
+            digest.update(name.encode("utf-8"))
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class LatentCache:
+    """Stage b's training data: the paired latents ``(z_I, z_S)`` of every training case, encoded once.
+
+    :meth:`dataset` encodes on first use (:func:`cache_latents`, both frozen encoders in one pass over ``loader``)
+    and returns the same dataset of ``{"image": z_I, "label": z_S}`` from then on, so ``G`` trains epoch after epoch
+    on it through a plain :class:`medguide.engines.Trainer` (its default ``prepare_batch``; network
+    ``GuidanceMLP``, loss ``torch.nn.MSELoss``) and no encoder runs again. With ``cache_file`` the latents
+    are also written there (atomically) and read back by a later run, e.g. stage b run alone again, as long as the
+    encoders' weights and the number of training cases are those that made them (a digest of both is stored beside
+    them); delete the file after changing the training cases' contents.
+
+    Example (stage b of a ``train.json``)::
+
+        "cache": {"_target_": "medguide.engines.LatentCache", "inferior": "@classifiers#inferior#network",
+                  "superior": "@classifiers#superior#network", "loader": "@guidance#encode_loader",
+                  "inferior_batch": "@inferior_batch", "superior_batch": "@superior_batch",
+                  "checkpoints": {"inferior": "...inferior/model.pt", "superior": "...superior/model.pt"},
+                  "device": "@device", "precision": "@precision", "cache_file": "$@guidance#ckpt_dir + '/latents.pt'"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "$@guidance#cache.dataset()", "batch_size": 16,
+                       "shuffle": true}
+
+    Args:
+        inferior: ``C_I`` (a :class:`medguide.networks.LatentClassifier`) or ``E_I``.
+        superior: ``C_S`` or ``E_S``.
+        loader: the training cases, each batch holding both inputs; not shuffled, no random augmentation (each
+            case is encoded once, as it is).
+        inferior_batch: the :class:`TaskBatch` giving ``inferior`` its input.
+        superior_batch: the :class:`TaskBatch` giving ``superior`` its input.
+        checkpoints: ``{"inferior": path, "superior": path}`` (either or both): stage a's state dicts, loaded by
+            :func:`load_parts` into the whole network before encoding (when the cache is built, so a config can
+            name files that stage a has not written yet).
+        device: where the encoders run.
+        precision: the encoders' precision (see :func:`cache_latents`).
+        cache_file: where to keep the latents between runs (``None``: in memory only).
+    """
+
+    def __init__(
+        self,
+        inferior: nn.Module,
+        superior: nn.Module,
+        loader: Iterable,
+        inferior_batch: TaskBatch,
+        superior_batch: TaskBatch,
+        checkpoints: Mapping[str, str | os.PathLike] | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "float32",
+        cache_file: str | os.PathLike | None = None,
+    ) -> None:
+        unknown = set(checkpoints or {}) - {"inferior", "superior"}
+        if unknown:
+            raise ValueError(f"LatentCache checkpoints are 'inferior' and 'superior', got {sorted(unknown)}.")
+        self.inferior, self.superior, self.loader = inferior, superior, loader
+        self.batches = (inferior_batch, superior_batch)
+        self.checkpoints = dict(checkpoints or {})
+        self.device, self.precision = device, precision
+        self.cache_file = None if cache_file is None else Path(cache_file)
+        self._latents: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._dataset: Dataset | None = None
+
+    def latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_I, z_S)``: ``[num_cases, F_I]`` and ``[num_cases, F_S]``, float32 on the CPU, encoded on first use."""
+        if self._latents is None:
+            for name, path in self.checkpoints.items():
+                load_parts(getattr(self, name), {"": path}, map_location=self.device)
+            self._latents = self._read() or self._encode()
+        return self._latents
+
+    def dataset(self) -> Dataset:
+        """A MONAI ``Dataset`` of ``{"image": z_I, "label": z_S}`` per case (see :meth:`latents`), which a trainer's
+        default ``prepare_batch`` takes as ``(input, target)`` from MONAI's or torch's ``DataLoader``."""
+        if self._dataset is None:
+            z_inferior, z_superior = self.latents()
+            self._dataset = Dataset([{"image": zi, "label": zs} for zi, zs in zip(z_inferior, z_superior)])
+        return self._dataset
+
+    def _encode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        z_inferior, z_superior, _ = cache_latents(
+            [self.inferior, self.superior], self.loader, self.batches, self.device, self.precision
+        )
+        if self.cache_file is not None:
+            saved = {"fingerprint": _fingerprint(self.loader, self.inferior, self.superior), "inferior": z_inferior}
+            with atomic_target(self.cache_file) as tmp:
+                torch.save({**saved, "superior": z_superior}, tmp)
+        return z_inferior, z_superior
+
+    def _read(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.cache_file is None or not self.cache_file.is_file():
+            return None
+        try:
+            saved = torch.load(self.cache_file, map_location="cpu", weights_only=True)
+            fingerprint, z_inferior, z_superior = saved["fingerprint"], saved["inferior"], saved["superior"]
+        except Exception as error:  # a broken cache is rebuilt, not fatal
+            logger.warning("latent cache '%s' is unreadable (%s); encoding again.", self.cache_file, error)
+            return None
+        if fingerprint != _fingerprint(self.loader, self.inferior, self.superior):
+            logger.info("latent cache '%s' was made by other encoder weights; encoding again.", self.cache_file)
+            return None
+        return z_inferior, z_superior
+
+
+def _read_state(path: Path, map_location: str | torch.device) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise InputError(f"no checkpoint at '{path}': run the stage that writes it first.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise InputError(f"'{path}' cannot be read as a state dict ({type(error).__name__}: {error}).") from error
+    if not isinstance(state, Mapping):
+        raise InputError(f"'{path}' holds a {type(state).__name__}, not a state dict.")
+    return state
+
+
+def load_parts(
+    network: nn.Module, parts: Mapping[str, str | os.PathLike], map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load trained parts of ``network`` from the checkpoints of earlier stages, each part strictly; returns it.
+
+    For each ``{part: path}``, ``part`` is a submodule of ``network`` (``"encoder"``, ``"guidance"``, ``"head"``;
+    ``""`` for the whole network) and ``path`` a state dict (``model.pt`` of MONAI's ``CheckpointSaver``). The keys
+    under ``<part>.`` are loaded with that prefix removed (stage a's ``LatentClassifier`` file into a
+    ``GuidedClassifier``'s ``encoder``); a file without any key under it is the part's own state dict and is loaded
+    whole (stage b's ``GuidanceMLP`` file into ``guidance``). Frozen parts load as well (their keys are the wrapped
+    module's). Files load with ``map_location`` and ``weights_only=True``.
+
+    Example: ``load_parts(guided, {"encoder": "models/classifiers/inferior/model.pt", "guidance":
+    "models/guidance/model.pt"}, "cuda")``.
+
+    Raises:
+        InputError: one line naming the part and the file: no such file, not a state dict, or tensors that differ
+            in shape, are missing or unexpected (the part is left unchanged).
+        ValueError: ``part`` names no submodule of ``network``.
+    """
+    for part, path in parts.items():
+        try:
+            module = network.get_submodule(part)
+        except AttributeError as error:
+            raise ValueError(f"load_parts: {type(network).__name__} has no part {part!r}.") from error
+        path = Path(path)
+        state = _read_state(path, map_location)
+        prefix = f"{part}." if part else ""
+        if prefix and any(key.startswith(prefix) for key in state):
+            state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+        shapes, missing, unexpected = _differences(state, module)
+        if shapes or missing or unexpected:
+            first = (shapes or missing or unexpected)[0]
+            raise InputError(
+                f"'{path}' does not fit the {part or 'whole'} part ({type(module).__name__}) of this "
+                f"{type(network).__name__}: {len(shapes)} tensors differ in shape, {len(missing)} are missing and "
+                f"{len(unexpected)} unexpected (first: {first!r}); is it the right stage's checkpoint?"
+            )
+        module.load_state_dict(state)
+    return network
+
+
+class PartsLoader:
+    """Handler loading trained parts into a network when its engine starts (:func:`load_parts`).
+
+    Stage c lists it first in its trainer's handlers, so the guided classifier starts from stage a's ``E_I`` and
+    stage b's ``G`` however the stage is run (alone, or after the others in the same process); a missing or wrong
+    file ends the run with its one-line message. Building the handler reads nothing.
+
+    Example::
+
+        {"_target_": "medguide.engines.PartsLoader", "network": "@network", "map_location": "@device",
+         "parts": {"encoder": "$@classifiers#inferior#ckpt_dir + '/model.pt'",
+                   "guidance": "$@guidance#ckpt_dir + '/model.pt'"}}
+
+    Args:
+        network: the network to load into.
+        parts: ``{part: checkpoint path}`` as for :func:`load_parts`.
+        map_location: where the loaded tensors go.
+    """
+
+    def __init__(
+        self, network: nn.Module, parts: Mapping[str, str | os.PathLike], map_location: str | torch.device = "cpu"
+    ) -> None:
+        self.network, self.parts, self.map_location = network, dict(parts), map_location
+        self._error: InputError | None = None
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        engine.add_event_handler(Events.STARTED, self)
+
+    @passes_own_error
+    def exception_raised(self, engine, e: BaseException) -> None:
+        """Re-raise this loader's own error as it is; leave other exceptions to the other handlers."""
+        pass_own_error(engine, e, self._error)
+
+    def __call__(self, engine=None) -> None:
+        network = self.network.module if isinstance(self.network, nn.parallel.DistributedDataParallel) else self.network
+        try:
+            load_parts(network, self.parts, self.map_location)
+        except InputError as error:
+            self._error = error
+            raise
+
+
+def guidance_rows(
+    inferior: nn.Module,
+    superior: nn.Module,
+    guided: GuidedClassifier,
+    inferior_batch: TaskBatch,
+    superior_batch: TaskBatch,
+    fusion: nn.Module | None = None,
+    fusion_batch: TaskBatch | None = None,
+) -> dict[str, tuple[nn.Module, TaskBatch]]:
+    """The paper's rows as ``{row: (network, prepare_batch)}``, in its order: S+I, S, I, G(I), G(I)+I.
+
+    - S+I: ``fusion`` (a :class:`medguide.networks.FusionClassifier`, both modalities at test), with
+      ``fusion_batch`` (e.g. ``TaskBatch(image_key="image", kwargs_keys={"superior": "bag", "superior_mask":
+      "bag_mask"})``). It is a fourth stage-a model with its own training; without it the row is left out.
+    - S: ``superior``, stage a's ``C_S``; I: ``inferior``, stage a's ``C_I``.
+    - G(I): ``D_S(G(E_I(x_I)))``, built here from ``guided``'s ``E_I`` and ``G`` and ``superior.head``.
+    - G(I)+I: ``guided``, stage c's model.
+
+    Every network but S+I and S takes ``inferior_batch``'s input only.
+    """
+    guided_only = GuidedClassifier(guided.encoder.module, guided.guidance.module, superior.head, guided_only=True)
+    rows = {} if fusion is None else {"S+I": (fusion, fusion_batch or inferior_batch)}
+    rows |= {
+        "S": (superior, superior_batch),
+        "I": (inferior, inferior_batch),
+        "G(I)": (guided_only, inferior_batch),
+        "G(I)+I": (guided, inferior_batch),
+    }
+    return rows
+
+
+def evaluate_guidance(
+    rows: Mapping[str, tuple[nn.Module, TaskBatch]],
+    loader: Iterable,
+    table: ClassificationTable,
+    seed: int,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+    output_dir: str | os.PathLike | None = None,
+    name: str = "guidance_table",
+) -> ClassificationTable:
+    """Score each row's network on every case of ``loader`` (the test split) into ``table`` as ``seed``; save it.
+
+    Each batch is predicted by every row's network (eval mode, no gradient, ``precision``; each network's mode is
+    restored afterwards) from what its ``prepare_batch`` takes, and added to ``table`` with the targets of the row's
+    ``prepare_batch``. The table keeps earlier seeds, so calling this once per trained seed gives the mean and
+    spread; with ``output_dir`` it is written there as ``<name>.csv``, ``.md`` (and ``_mcnemar.csv`` with
+    ``compare``, e.g. ``("G(I)+I", "I")``) after this seed.
+
+    Example::
+
+        table = ClassificationTable({"class": 3}, compare=("G(I)+I", "I"))
+        evaluate_guidance(guidance_rows(c_i, c_s, guided, TaskBatch(), TaskBatch("bag")), test_loader, table, seed=0,
+                          output_dir="eval")
+
+    Returns:
+        ``table``.
+
+    Raises:
+        ValueError: a batch without labels.
+    """
+    dtype = resolve_precision(precision, device)
+    networks = [network for network, _ in rows.values()]
+    modes = [network.training for network in networks]
+    try:
+        for network in networks:
+            network.eval()
+        with torch.no_grad(), autocast(dtype, device):
+            for batchdata in loader:
+                for row, (network, batch) in rows.items():
+                    targets = batch.targets(batchdata)
+                    if targets is None:
+                        raise ValueError(f"evaluate_guidance: a batch has no label '{batch.label_key}' to score.")
+                    x, kwargs = batch.inputs(batchdata, device)
+                    table.update(row, seed, network(x, **kwargs).float(), targets)
+    finally:
+        for network, mode in zip(networks, modes):
+            network.train(mode)
+    if output_dir is not None:
+        paths = table.save(output_dir, name)
+        logger.info("guidance table (%s):\n%s", ", ".join(map(str, paths)), table.to_markdown())
+    return table
