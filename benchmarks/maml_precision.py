@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from monai.metrics import DiceMetric
+from monai.utils import CommonKeys
 
 from medguide.engines import autocast, resolve_precision, trained_network
 
@@ -40,6 +41,7 @@ def main() -> None:
     inferer = cfg.get_parsed_content("validate#inferer")
     post = cfg.get_parsed_content("validate#postprocessing")
     regions = cfg.get_parsed_content("region_names")
+    image_key, label_key, modality_key = (cfg.get_parsed_content(k) for k in ("image_key", "label_key", "modality_key"))
     dtype = resolve_precision(args.precision, device)
     variants = {"float32": None, args.precision: dtype}
     times = {k: [] for k in variants}
@@ -47,8 +49,8 @@ def main() -> None:
     cases = list(cfg.get_parsed_content("validate#dataset"))
     with torch.no_grad():
         for item in cases:
-            image = item["image"].unsqueeze(0).to(device)
-            names = list(item["modalities"])
+            image = item[image_key].unsqueeze(0).to(device)
+            names = list(item[modality_key])
             for name, variant in variants.items():
                 with autocast(variant, device):
                     inferer(image, network, modalities=names)  # warm-up
@@ -58,14 +60,16 @@ def main() -> None:
                         pred = inferer(image, network, modalities=names)
                         spent.append(time.perf_counter() - start)
                 times[name].append(statistics.median(spent))
-                out = post({"pred": pred[0].float(), "label": item["label"]})
-                dice[name](y_pred=out["pred"].unsqueeze(0).cpu(), y=out["label"].unsqueeze(0).cpu())
+                # the post-processing reads the engine output's keys, which are MONAI's CommonKeys
+                out = post({CommonKeys.PRED: pred[0].float(), CommonKeys.LABEL: item[label_key]})
+                y_pred, y = out[CommonKeys.PRED].unsqueeze(0).cpu(), out[CommonKeys.LABEL].unsqueeze(0).cpu()
+                dice[name](y_pred=y_pred, y=y)
     scores = {k: dict(zip(regions, m.aggregate().tolist())) for k, m in dice.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
     low = args.precision
     result = {
         "cases": len(cases),
-        "image_shape": list(cases[0]["image"].shape),
+        "image_shape": list(cases[0][image_key].shape),
         "roi_size": cfg.get_parsed_content("patch_size"),
         "autocast_dtype": str(dtype),
         "median_seconds_per_case": {k: round(v, 4) for k, v in median.items()},

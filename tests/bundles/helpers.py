@@ -19,6 +19,8 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.bundle.scripts import _get_fake_input_shape
+from monai.networks import one_hot
+from monai.utils import CommonKeys
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
@@ -78,24 +80,46 @@ class TinyRun:
     parsers: dict[str, ConfigParser]
 
 
+def stage_workflow(bundle: str, stage: str, **values) -> ConfigWorkflow:
+    """One stage's workflow with ``values`` over its configs, not yet initialized."""
+    return ConfigWorkflow(
+        config_file=[str(f) for f in stage_configs(bundle, stage)],
+        workflow_type="infer" if stage == "inference" else "train",
+        **values,
+    )
+
+
+def run_stage(bundle: str, stage: str, **values) -> ConfigParser:
+    """Run one stage of ``bundle`` in process with ``values`` over its configs; its ``check_properties`` must come
+    back empty. Returns the stage's parser."""
+    workflow = stage_workflow(bundle, stage, **values)
+    workflow.initialize()
+    assert not workflow.check_properties(), f"{bundle} {stage}: missing required properties"
+    workflow.run()
+    workflow.finalize()
+    return workflow.parser
+
+
+def scored_regions(bundle: str, data: Path, tmp: Path) -> tuple[dict, dict[str, int]]:
+    """What the metrics score as each region on the first case of ``data``: the case through ``train.json``'s
+    validation preprocessing, then its post-processing with the reference given as the prediction. Returns the
+    datalist item and the voxels of each region (``region_names``) in the scored reference."""
+    workflow = stage_workflow(bundle, "train", **tiny(bundle), bundle_root=str(tmp / "run"), dataset_dir=str(data))
+    workflow.initialize()
+    parser = workflow.parser
+    item = parser.get_parsed_content("datalist")[0]
+    label = parser.get_parsed_content("validate#preprocessing")(item)[parser.get_parsed_content("label_key")]
+    prediction = one_hot(label, parser.get_parsed_content("num_classes"), dim=0)
+    out = parser.get_parsed_content("validate#postprocessing")({CommonKeys.PRED: prediction, CommonKeys.LABEL: label})
+    voxels = out[CommonKeys.LABEL].flatten(1).sum(1).int().tolist()
+    return item, dict(zip(parser.get_parsed_content("region_names"), voxels, strict=True))
+
+
 def run_tiny(bundle: str, tmp: Path, stages=STAGES, seed: int = 3, **maker_kwargs) -> TinyRun:
-    """Run ``stages`` of ``bundle`` in process, in turn, on its tiny data made in ``tmp``; each stage's
-    ``check_properties`` must come back empty."""
+    """Run ``stages`` of ``bundle`` in process, in turn, on its tiny data made in ``tmp``."""
     data = make_tiny_data(bundle, tmp / "data", seed=seed, **maker_kwargs)
     common = {"bundle_root": str(tmp / "run"), "dataset_dir": str(data)}
-    parsers = {}
-    for stage in stages:
-        workflow = ConfigWorkflow(
-            config_file=[str(f) for f in stage_configs(bundle, stage)],
-            workflow_type="infer" if stage == "inference" else "train",
-            **tiny(bundle),
-            **common,
-        )
-        workflow.initialize()
-        assert not workflow.check_properties(), f"{bundle} {stage}: missing required properties"
-        workflow.run()
-        workflow.finalize()
-        parsers[stage] = workflow.parser
+    parsers = {stage: run_stage(bundle, stage, **tiny(bundle), **common) for stage in stages}
     return TinyRun(tmp / "run", data, common, parsers)
 
 

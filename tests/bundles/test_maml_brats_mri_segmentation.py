@@ -1,6 +1,6 @@
-"""The BraTS MAML bundle's own cases: BraTS 2023 label names, real BraTS files, bad cases and output folders,
-memory estimates, two CPU processes, and repeatable training. What it shares with the other bundles is in
-``test_config_workflow.py`` and ``test_maml_bundles.py``."""
+"""The BraTS MAML bundle's own cases: TC, WT and ET as the metrics score them, BraTS 2023 label names, real BraTS
+files, bad cases and output folders, memory estimates, two CPU processes, and repeatable training. What it shares
+with the other bundles is in ``test_config_workflow.py`` and ``test_maml_bundles.py``."""
 
 from __future__ import annotations
 
@@ -26,12 +26,25 @@ from tests.bundles.helpers import (
     make_tiny_data,
     overrides,
     run_tiny,
+    scored_regions,
     tiny,
 )
 
 NAME = "maml_brats_mri_segmentation"
 CONFIGS = configs(NAME)
 TINY = tiny(NAME)
+
+
+@pytest.mark.parametrize("naming, et", [("2021", 4), ("2023", 3)])
+def test_the_scored_regions_are_tc_wt_et_of_the_file_labels(tmp_path, naming, et):
+    """The config's label map and regions end to end, for either release's ET label: a mapped or dropped label
+    changes what a region counts, which a trained-vs-untrained margin would not see."""
+    data = make_tiny_data(NAME, tmp_path / "data", naming=naming, num_cases=1)
+    item, scored = scored_regions(NAME, data, tmp_path)
+    labels = np.asarray(nib.load(item["label"]).dataobj)
+    expected = {"TC": [1, et], "WT": [1, 2, et], "ET": [et]}
+    assert scored == {region: int(np.isin(labels, values).sum()) for region, values in expected.items()}
+    assert all(scored.values())
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""The liver MAML bundle's own cases: real single-phase CT (NIfTI and a DICOM series) read as the venous phase,
-and DICOM folders holding two series or none. What it shares with the other bundles is in
-``test_config_workflow.py`` and ``test_maml_bundles.py``."""
+"""The liver MAML bundle's own cases: liver and tumour as the metrics score them, real single-phase CT (NIfTI and
+a DICOM series) read as the venous phase, and DICOM folders holding two series or none. What it shares with the
+other bundles is in ``test_config_workflow.py`` and ``test_maml_bundles.py``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ import pytest
 from monai.transforms import LoadImage
 
 from medguide.data import decathlon_datalist
-from tests.bundles.helpers import bundle, bundle_fails, configs, overrides, tiny
+from tests.bundles.helpers import bundle, bundle_fails, configs, make_tiny_data, overrides, scored_regions, tiny
 from tests.dicom import write_dicom_series
 
 NAME = "maml_liver_tumor_ct_segmentation"
 CONFIGS = configs(NAME)
 REAL = "totalseg-ct-mr-organs"
+
+
+def test_the_scored_regions_are_liver_and_tumour_of_the_file_labels(tmp_path):
+    """The config's regions end to end: liver is labels 1 and 2, tumour label 2, on the file's own voxels (the
+    synthetic set is written at the configured spacing, so resampling keeps every voxel)."""
+    item, scored = scored_regions(NAME, make_tiny_data(NAME, tmp_path / "data", num_cases=1), tmp_path)
+    labels = np.asarray(nib.load(item["label"]).dataobj)
+    assert scored == {"liver": int(np.isin(labels, [1, 2]).sum()), "tumour": int((labels == 2).sum())}
+    assert all(scored.values())
 
 
 @pytest.mark.parametrize(
