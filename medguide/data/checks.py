@@ -21,7 +21,7 @@ import logging
 import numbers
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -543,11 +543,29 @@ def validate_datalist(
         InvalidCaseError: the first bad case, when ``skip_invalid`` is false.
         InputError: no valid case is left.
     """
+    return keep_valid(datalist, lambda item: check_case(item, label_values), skip_invalid)
+
+
+def keep_valid(datalist: Sequence[Mapping], check: Callable[[Mapping], object], skip_invalid: bool = False) -> CaseList:
+    """The items for which ``check`` raises no :class:`InvalidCaseError`: the one loop behind every validation.
+
+    Args:
+        datalist: the items (a :class:`CaseList` keeps its skipped cases).
+        check: called with each item; raises ``InvalidCaseError`` for a bad case.
+        skip_invalid: log and leave out a bad case, instead of raising.
+
+    Returns:
+        The valid items, in order, with every skipped case in ``skipped``.
+
+    Raises:
+        InvalidCaseError: the first bad case, when ``skip_invalid`` is false.
+        InputError: no valid case is left.
+    """
     earlier = list(getattr(datalist, "skipped", ()))
     valid = CaseList(skipped=earlier)
     for item in datalist:
         try:
-            check_case(item, label_values)
+            check(item)
         except InvalidCaseError as error:
             if not flag(skip_invalid, "skip_invalid"):
                 raise

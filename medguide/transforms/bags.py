@@ -8,19 +8,17 @@ a folder of patch images (PNG, JPEG) is a bag a patch encoder turns into feature
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
 
-from medguide.data.checks import case_name
 from medguide.data.errors import InvalidCaseError
 from medguide.data.files import image_suffix, name_list, visible
-from medguide.transforms.io import read_photo
+from medguide.transforms.io import CaseFileLoadd, read_photo
 
 __all__ = ["BAG_SUFFIXES", "PATCH_SUFFIXES", "LoadBagd", "load_bag"]
 
@@ -149,7 +147,7 @@ def load_bag(path: str | Path, case: str, feature_dim: int | None = None, mode: 
     return _check_features(features, case, path, feature_dim)
 
 
-class LoadBagd(MapTransform):
+class LoadBagd(CaseFileLoadd):
     """Load a case's bag of histology patches (see :func:`load_bag`) and check it, naming case and file on failure.
 
     Example:
@@ -173,19 +171,9 @@ class LoadBagd(MapTransform):
         case_key: str = "case",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, case_key, allow_missing_keys)
         self.feature_dim = feature_dim
         self.mode = mode
-        self.case_key = case_key
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        """Replace the paths under ``keys`` by the loaded bags.
-
-        Args:
-            data: a datalist item.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            case = case_name(d, image_key=key, case_key=self.case_key)
-            d[key] = load_bag(d[key], case, self.feature_dim, self.mode)
-        return d
+    def load(self, path: str | Path, case: str) -> torch.Tensor:
+        return load_bag(path, case, self.feature_dim, self.mode)

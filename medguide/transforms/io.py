@@ -17,16 +17,16 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 
 from medguide.data.checks import (
-    CaseList,
     case_name,
     check_class_label,
     is_class_label,
+    keep_valid,
     load_image_stack,
     load_label,
 )
-from medguide.data.errors import InputError, InvalidCaseError, flag
+from medguide.data.errors import InvalidCaseError
 
-__all__ = ["LoadCased", "LoadPhotod", "read_photo", "validate_loading"]
+__all__ = ["CaseFileLoadd", "LoadCased", "LoadPhotod", "read_photo", "validate_loading"]
 
 
 class LoadCased(MapTransform):
@@ -135,7 +135,39 @@ def read_photo(path: str | Path, case: str, mode: str = "RGB") -> MetaTensor:
         raise InvalidCaseError(case, path, reason) from error
 
 
-class LoadPhotod(MapTransform):
+class CaseFileLoadd(MapTransform):
+    """Base of the loaders that replace each key's file path by what it holds, naming the case of a bad file.
+
+    Subclasses define :meth:`load`; the case name comes from ``case_key`` (or the file's name) as for
+    :class:`LoadCased`.
+
+    Args:
+        keys: the keys holding a path each.
+        case_key: key of the case id used in error messages.
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __init__(self, keys: KeysCollection, case_key: str = "case", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.case_key = case_key
+
+    def load(self, path: str | Path, case: str) -> object:
+        """What the file at ``path`` of ``case`` holds; raises ``InvalidCaseError`` naming both when it is bad."""
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        """Replace the paths under ``keys`` by what they hold.
+
+        Args:
+            data: a datalist item.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.load(d[key], case_name(d, image_key=key, case_key=self.case_key))
+        return d
+
+
+class LoadPhotod(CaseFileLoadd):
     """Load the 2D photographs of a case, one per key, naming the case and file of any that does not decode.
 
     Each key holds one image file, read by :func:`read_photo` (MONAI's ``PILReader``) and converted to ``mode``;
@@ -157,22 +189,13 @@ class LoadPhotod(MapTransform):
     def __init__(
         self, keys: KeysCollection, mode: str = "RGB", case_key: str = "case", allow_missing_keys: bool = False
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, case_key, allow_missing_keys)
         self.mode = mode
-        self.case_key = case_key
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        """Replace the paths under ``keys`` by the loaded images.
-
-        Args:
-            data: a datalist item.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            case = case_name(d, image_key=key, case_key=self.case_key)
-            d[key] = read_photo(d[key], case, self.mode)
-            d[key].meta["case"] = case
-        return d
+    def load(self, path: str | Path, case: str) -> MetaTensor:
+        image = read_photo(path, case, self.mode)
+        image.meta["case"] = case
+        return image
 
 
 def _invalid_case(error: BaseException | None) -> InvalidCaseError | None:
@@ -188,7 +211,7 @@ def _invalid_case(error: BaseException | None) -> InvalidCaseError | None:
 
 def validate_loading(
     datalist: Sequence[Mapping], load: Callable[[dict], object], skip_invalid: bool = False
-) -> CaseList:
+) -> list[dict]:
     """Load every item through a bundle's own loaders before training starts, and keep those that load.
 
     :func:`medguide.data.validate_datalist` checks an item's ``image`` and ``label``; items with other keys (a
@@ -211,22 +234,14 @@ def validate_loading(
         InvalidCaseError: the first bad case (unwrapped from MONAI's ``RuntimeError``), without ``skip_invalid``.
         InputError: no valid case is left.
     """
-    skip = flag(skip_invalid, "skip_invalid")
-    earlier = list(getattr(datalist, "skipped", ()))
-    valid = CaseList(skipped=earlier)
-    for item in datalist:
+
+    def check(item: Mapping) -> None:
         try:
             load(dict(item))
         except Exception as error:
             invalid = _invalid_case(error)
-            if invalid is None:
+            if invalid is None or invalid is error:
                 raise
-            if not skip:
-                raise invalid from invalid.__cause__
-            valid.skip(invalid)
-            continue
-        valid.append(dict(item))
-    if not valid:
-        reasons = "".join(f"\n  {error}" for error in valid.skipped)
-        raise InputError(f"no valid case left out of {len(datalist) + len(earlier)}:{reasons}")
-    return valid
+            raise invalid from invalid.__cause__
+
+    return keep_valid(datalist, check, skip_invalid)
