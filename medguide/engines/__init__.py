@@ -9,6 +9,7 @@ from medguide.engines.dmg import (
     TaskBatch,
     cache_latents,
     evaluate_guidance,
+    evaluate_seeds,
     guidance_rows,
     load_parts,
 )
@@ -24,6 +25,7 @@ from medguide.engines.precision import (
     engine_precision,
     resolve_precision,
 )
+from medguide.engines.predictions import ClassProbabilityWriter
 from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
@@ -32,6 +34,7 @@ __all__ = [
     "AutocastCall",
     "BagCollate",
     "CheckpointLoader",
+    "ClassProbabilityWriter",
     "EnginePrecision",
     "EpochProgress",
     "LatentCache",
@@ -51,6 +54,7 @@ __all__ = [
     "ddp_process_group",
     "engine_precision",
     "evaluate_guidance",
+    "evaluate_seeds",
     "estimate_peak_memory",
     "finish_distributed",
     "guidance_rows",

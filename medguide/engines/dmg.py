@@ -47,6 +47,7 @@ __all__ = [
     "TaskBatch",
     "cache_latents",
     "evaluate_guidance",
+    "evaluate_seeds",
     "guidance_rows",
     "load_parts",
 ]
@@ -520,4 +521,50 @@ def evaluate_guidance(
     if output_dir is not None:
         paths = table.save(output_dir, name)
         logger.info("guidance table (%s):\n%s", ", ".join(map(str, paths)), table.to_markdown())
+    return table
+
+
+def evaluate_seeds(
+    rows: Mapping[str, tuple[nn.Module, TaskBatch]],
+    checkpoints: Sequence[tuple[nn.Module, str]],
+    ckpt_dirs: Sequence[str | os.PathLike],
+    seeds: Sequence[int],
+    loader: Iterable,
+    table: ClassificationTable,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+    output_dir: str | os.PathLike | None = None,
+    name: str = "guidance_table",
+) -> ClassificationTable:
+    """:func:`evaluate_guidance` once per trained seed: each seed's checkpoints loaded into the rows' networks first.
+
+    Each seed is a separate training run of all stages, saved under its own checkpoint folder; ``ckpt_dirs[i]`` is
+    the folder of ``seeds[i]``. The table (and its files in ``output_dir``) then hold every seed, with the mean and
+    spread over them.
+
+    Example (an ``evaluate.json``)::
+
+        "checkpoints": [["@classifiers#inferior#network", "classifiers/inferior/model.pt"],
+                        ["@network", "model.pt"]]
+
+    Args:
+        rows: as :func:`guidance_rows` gives them.
+        checkpoints: ``(network, path relative to a seed's checkpoint folder)`` pairs, each loaded whole by
+            :func:`load_parts` (``map_location=device``); the G(I) row shares its parts with the others.
+        ckpt_dirs: one checkpoint folder per seed.
+        seeds: the seeds, in the order of ``ckpt_dirs``.
+        loader, table, device, precision, output_dir, name: as for :func:`evaluate_guidance`.
+
+    Raises:
+        ValueError: ``seeds`` and ``ckpt_dirs`` differ in length, or a seed repeats.
+        InputError: a checkpoint is missing or does not fit (one line naming the file).
+    """
+    if len(seeds) != len(ckpt_dirs) or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"give one checkpoint folder per distinct seed: seeds {list(seeds)}, folders {list(ckpt_dirs)}."
+        )
+    for seed, folder in zip(seeds, ckpt_dirs):
+        for network, path in checkpoints:
+            load_parts(network, {"": Path(folder) / path}, map_location=device)
+        evaluate_guidance(rows, loader, table, int(seed), device, precision, output_dir, name)
     return table
