@@ -147,6 +147,38 @@ def command_line(config_files: list[Path], overrides: dict) -> str:
     return shlex.join(args)
 
 
+def report_closing_lines(
+    bundle: str, out: Path, steps: list[list[Path]], overrides: dict, timings: dict, inference: dict | None
+) -> list[str]:
+    """The end every demo report shares: the timings, then the ``medguide demo`` command that redoes it all and the
+    MONAI commands of its ``steps`` (config file lists), run with ``overrides``, plus the inference command."""
+    demo = ["medguide", "demo", bundle, "--output_dir", str(out)]
+    demo += [
+        arg for key in ("max_epochs", "dataset_dir") if key in overrides for arg in (f"--{key}", str(overrides[key]))
+    ]
+    return [
+        "## Timings (this machine)",
+        "",
+        *[f"- {step}: {seconds:.0f} s" for step, seconds in timings.items()],
+        "",
+        "## Reproduce",
+        "",
+        "Everything above, in one command:",
+        "",
+        "```",
+        shlex.join(demo + ([] if inference else ["--no_sample"])),
+        "```",
+        "",
+        "Step by step, the MONAI bundle commands it runs:",
+        "",
+        "```",
+        *[command_line(files, overrides) for files in steps],
+        *([inference["command"]] if inference else []),
+        "```",
+        "",
+    ]
+
+
 def run_bundle(config_files: list[Path], **overrides) -> None:
     """``python -m monai.bundle run`` in this process, with the bundle's own configs."""
     from monai.bundle import run

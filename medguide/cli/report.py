@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -285,7 +284,7 @@ def write_segmentation_report(
         inference: where the trained bundle also predicted a real case: ``command`` (the shell command),
             ``predictions`` (its output folder) and ``sample`` (its input folder).
     """
-    from medguide.cli.main import command_line
+    from medguide.cli.main import report_closing_lines
 
     train, evaluate = [configs / "train.json", *scale], [configs / "train.json", configs / "evaluate.json", *scale]
     parser, network, device = trained_network(evaluate, workflow_type="eval", **overrides)
@@ -297,10 +296,6 @@ def write_segmentation_report(
     figure, caption = _figure(parser, network, device, classes, out)
     table = (Path(overrides["output_dir"]) / "missing_modality_table.md").read_text(encoding="utf-8")
     synthetic = not parser.get("dataset_dir")
-    demo = ["medguide", "demo", bundle, "--output_dir", str(out)]
-    demo += [
-        arg for key in ("max_epochs", "dataset_dir") if key in overrides for arg in (f"--{key}", str(overrides[key]))
-    ]
     lines = [
         f"# medguide demo: {bundle}",
         "",
@@ -323,26 +318,7 @@ def write_segmentation_report(
         caption,
         "",
         *(_inference_lines(inference) if inference else []),
-        "## Timings (this machine)",
-        "",
-        *[f"- {step}: {seconds:.0f} s" for step, seconds in timings.items()],
-        "",
-        "## Reproduce",
-        "",
-        "Everything above, in one command:",
-        "",
-        "```",
-        shlex.join(demo + ([] if inference else ["--no_sample"])),
-        "```",
-        "",
-        "Step by step, the MONAI bundle commands it runs:",
-        "",
-        "```",
-        command_line(train, overrides),
-        command_line(evaluate, overrides),
-        *([inference["command"]] if inference else []),
-        "```",
-        "",
+        *report_closing_lines(bundle, out, [train, evaluate], overrides, timings, inference),
     ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))

@@ -11,7 +11,6 @@ prepare_batch)}``, e.g. the deep multimodal guidance rows S+I, S, I, G(I), G(I)+
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -135,7 +134,7 @@ def write_classification_report(
     """
     from monai.bundle import ConfigWorkflow
 
-    from medguide.cli.main import command_line
+    from medguide.cli.main import report_closing_lines
     from medguide.engines.dmg import load_parts
     from medguide.metrics.classification import confusion_matrix
 
@@ -227,19 +226,7 @@ def write_classification_report(
             if inference
             else []
         ),
-        "## Timings (this machine)",
-        "",
-        *[f"- {step}: {seconds:.0f} s" for step, seconds in timings.items()],
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        shlex.join(["medguide", "demo", bundle, "--output_dir", str(out)]),
-        command_line(train, overrides),
-        command_line(evaluate, overrides),
-        *([inference["command"]] if inference else []),
-        "```",
-        "",
+        *report_closing_lines(bundle, out, [train, evaluate], overrides, timings, inference),
     ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
