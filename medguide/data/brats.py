@@ -40,7 +40,7 @@ from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
 from medguide.data.files import NIFTI_SUFFIXES, image_stem, name_list, visible
 from medguide.data.modalities import check_modalities
-from medguide.data.synthetic import Shape, blob, render, save_nifti, smooth_field, unit_grid
+from medguide.data.synthetic import Shape, brain_and_ventricles, render, save_nifti, smooth_field, unit_grid
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -299,10 +299,7 @@ def brats_datalist(
 def _brats_case(rng: np.random.Generator, shape: Shape) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({modality: image}, label with ET = 4) of one synthetic BraTS case (tissues in the module docstring)."""
     grid = unit_grid(shape)
-    brain = blob(rng, grid, rng.uniform(-0.03, 0.03, 3), rng.uniform(0.78, 0.9, 3), 0.05)
-    ventricles = np.zeros(shape, bool)
-    for side in (-1, 1):
-        ventricles |= blob(rng, grid, (0.12 * side, 0.05, 0.05), (0.07, 0.22, 0.12), 0.1)
+    brain, ventricles = brain_and_ventricles(rng, grid)
 
     # The tumour core is a sum of gaussians: its top is necrosis, the rest enhancing rim; oedema is a wider,
     # rougher version of the same field.

@@ -42,7 +42,7 @@ from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
 from medguide.data.labels import _rows, read_class_labels
 from medguide.data.splits import proportional_counts
-from medguide.data.synthetic import Shape, blob, render, save_nifti, smooth_field, unit_grid
+from medguide.data.synthetic import Shape, blob, brain_and_ventricles, render, save_nifti, smooth_field, unit_grid
 
 __all__ = ["CPM_RADPATH_CLASSES", "cpm_radpath_datalist", "find_bag", "make_cpm_radpath_dataset"]
 
@@ -179,10 +179,7 @@ _CALCIFIED = {"G": 0.1, "A": 0.15, "O": 0.7}
 def _tumour_mri(rng: np.random.Generator, shape: Shape, aggressive: float, calcified: bool) -> dict[str, np.ndarray]:
     """{sequence: int16 image} of one brain with a glioma of the given aggressiveness (0-1)."""
     grid = unit_grid(shape)
-    brain = blob(rng, grid, rng.uniform(-0.03, 0.03, 3), rng.uniform(0.78, 0.9, 3), 0.05)
-    ventricles = np.zeros(shape, bool)
-    for side in (-1, 1):
-        ventricles |= blob(rng, grid, (0.12 * side, 0.05, 0.05), (0.07, 0.22, 0.12), 0.1)
+    brain, ventricles = brain_and_ventricles(rng, grid)
     centre = rng.uniform(-0.35, 0.35, 3)
     radius = rng.uniform(0.2, 0.35)
     tumour = blob(rng, grid, centre, [radius * rng.uniform(0.8, 1.2) for _ in range(3)], 0.15)

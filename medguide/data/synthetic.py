@@ -27,6 +27,7 @@ from medguide.data.files import atomic_folder
 __all__ = [
     "Shape",
     "blob",
+    "brain_and_ventricles",
     "dataset_dir_or_synthetic",
     "render",
     "resolve_maker",
@@ -56,6 +57,16 @@ def blob(
     offsets = (grid - np.reshape(centre, (3, 1, 1, 1))) / np.reshape(radii, (3, 1, 1, 1))
     radius = np.sqrt((offsets**2).sum(0))
     return radius + roughness * smooth_field(rng, grid.shape[1:], 0.08) < 1.0
+
+
+def brain_and_ventricles(rng: np.random.Generator, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(brain, ventricles) masks of one synthetic head on ``grid`` (:func:`unit_grid`): a smoothly deformed brain
+    ellipsoid, its size and centre drawn per case, and two lateral ventricles beside the midline."""
+    brain = blob(rng, grid, rng.uniform(-0.03, 0.03, 3), rng.uniform(0.78, 0.9, 3), 0.05)
+    ventricles = np.zeros(grid.shape[1:], bool)
+    for side in (-1, 1):
+        ventricles |= blob(rng, grid, (0.12 * side, 0.05, 0.05), (0.07, 0.22, 0.12), 0.1)
+    return brain, ventricles
 
 
 def render(tissue: np.ndarray, values: dict[int, float], blur: float) -> np.ndarray:

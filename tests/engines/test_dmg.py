@@ -39,19 +39,17 @@ from medguide.networks import (
     GuidedClassifier,
     LatentClassifier,
     MultiTaskHead,
-    image_encoder,
 )
 from medguide.transforms import LoadBagd, LoadCased, LoadPhotod
+from tests.networks.helpers import tiny_densenet
 
 TASKS = {"class": 3}
 CASES, FEATURES = 6, 8
-SMALL = {"init_features": 4, "growth_rate": 4, "block_config": (1, 1)}  # an 8-d DenseNet
 INFERIOR, SUPERIOR = TaskBatch("image"), TaskBatch("bag", kwargs_keys={"mask": "bag_mask"})
 
 
 def inferior_classifier(seed: int = 0) -> LatentClassifier:
-    torch.manual_seed(seed)
-    encoder = image_encoder("densenet", 3, 1, **SMALL)
+    encoder = tiny_densenet(seed=seed)
     return LatentClassifier(encoder.module, encoder.latent_features, TASKS)
 
 
@@ -61,8 +59,7 @@ def superior_classifier(seed: int = 0) -> LatentClassifier:
 
 
 def guided_classifier(seed: int = 0) -> GuidedClassifier:
-    torch.manual_seed(seed)
-    encoder = image_encoder("densenet", 3, 1, **SMALL)
+    encoder = tiny_densenet(seed=seed)
     guidance = GuidanceMLP((encoder.latent_features, 8, 8))
     return GuidedClassifier(encoder.module, guidance, MultiTaskHead(16, TASKS))
 
@@ -320,8 +317,7 @@ def test_a_derm7pt_classifier_trains_on_the_eight_tasks(tmp_path):
     root = make_derm7pt_dataset(tmp_path / "derm7pt", num_cases=20, image_size=32)
     transform = Compose([LoadPhotod(keys="clinic"), ScaleIntensityd(keys="clinic")])
     loader = DataLoader(CacheDataset(derm7pt_datalist(root)[:4], transform, progress=False), batch_size=2)
-    torch.manual_seed(0)
-    encoder = image_encoder("densenet", 2, 3, **SMALL)
+    encoder = tiny_densenet(2, 3)
     classifier = LatentClassifier(encoder.module, encoder.latent_features, tasks)
     prepare = TaskBatch("clinic", tasks=tasks)
     x, targets, _, _ = prepare(next(iter(loader)))

@@ -22,18 +22,13 @@ from medguide.networks import (
     MultiTaskHead,
     image_encoder,
 )
+from tests.networks.helpers import TINY_DENSENET, tiny_densenet
 
-SMALL = {"init_features": 8, "growth_rate": 4, "block_config": (2, 2)}  # a 16-d DenseNet
 BRAIN, SKIN = (1024, 512, 256, 256, 512), (2048, 1024, 512, 512, 1024, 2048)
 
 
-def small_encoder(spatial_dims: int = 3, in_channels: int = 1, **kwargs):
-    torch.manual_seed(0)
-    return image_encoder("densenet", spatial_dims, in_channels, **SMALL, **kwargs)
-
-
 def guided(spatial_dims: int = 3, in_channels: int = 1, tasks=None) -> GuidedClassifier:
-    encoder = small_encoder(spatial_dims, in_channels)
+    encoder = tiny_densenet(spatial_dims, in_channels, latent=16)
     guidance = GuidanceMLP((encoder.latent_features, 8, 4, 4, 8))
     head = MultiTaskHead(guidance.out_features + encoder.latent_features, tasks or {"class": 3})
     return GuidedClassifier(encoder.module, guidance, head)
@@ -140,7 +135,7 @@ def test_trace_gives_the_same_output():
 
 
 def test_stage_a_encoder_and_head_chain_into_the_guided_and_guided_only_models():
-    inferior, superior = small_encoder(2, 3), small_encoder(2, 3)
+    inferior, superior = tiny_densenet(2, 3, latent=16), tiny_densenet(2, 3, latent=16)
     c_i = LatentClassifier(inferior.module, inferior.latent_features, {"class": 3})
     c_s = LatentClassifier(superior.module, superior.latent_features, {"class": 3})
     nn.init.normal_(c_i.encoder.features.conv0.weight)
@@ -157,7 +152,7 @@ def test_stage_a_encoder_and_head_chain_into_the_guided_and_guided_only_models()
 
 
 def test_a_head_that_does_not_fit_the_guided_latent_is_refused():
-    encoder = small_encoder()
+    encoder = tiny_densenet(latent=16)
     with pytest.raises(ValueError, match=r"head takes 16 features but concat\(G\(z_I\), z_I\) has 24"):
         GuidedClassifier(encoder.module, GuidanceMLP((16, 8)), MultiTaskHead(16, {"class": 3}))
     with pytest.raises(ValueError, match=r"head takes 24 features but G\(z_I\) has 8"):
@@ -172,27 +167,27 @@ def test_histology_bags_and_fusion_classifier_shapes():
     with torch.no_grad():
         assert c_s.encode(bags, mask).shape == (2, 12)
         assert c_s(bags, mask=mask).shape == (2, 3)
-        image = small_encoder()
+        image = tiny_densenet(latent=16)
         fusion = FusionClassifier(image.module, image.latent_features, mil, 12, {"class": 3}).eval()
         assert fusion.encode(torch.randn(2, 1, 32, 32, 32), bags, superior_mask=mask).shape == (2, 28)
         assert fusion(torch.randn(2, 1, 32, 32, 32), bags, superior_mask=mask).shape == (2, 3)
 
 
 def test_a_local_weights_file_loads_strictly_and_a_wrong_one_is_named(tmp_path):
-    trained = small_encoder(2, 3)
+    trained = tiny_densenet(2, 3, latent=16)
     nn.init.normal_(trained.module.features.conv0.weight)
     path = tmp_path / "encoder.pt"
     torch.save(trained.module.state_dict(), path)
-    loaded = image_encoder("densenet", 2, 3, weights=path, **SMALL)
+    loaded = image_encoder("densenet", 2, 3, weights=path, **TINY_DENSENET[16])
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module.eval()(x), trained.module.eval()(x))
     with pytest.raises(InputError, match=r"encoder\.pt.*does not fit the DenseNet encoder: .*features\.conv0\.weight"):
-        image_encoder("densenet", 2, 1, weights=path, **SMALL)
+        image_encoder("densenet", 2, 1, weights=path, **TINY_DENSENET[16])
     with pytest.raises(InputError, match=r"encoder\.pt.*unexpected features\.transition1"):
         image_encoder("densenet", 2, 3, weights=path, init_features=8, growth_rate=4, block_config=(2,))
     with pytest.raises(FileNotFoundError, match=r"missing\.pt.*not found"):
-        image_encoder("densenet", 2, 3, weights=tmp_path / "missing.pt", **SMALL)
+        image_encoder("densenet", 2, 3, weights=tmp_path / "missing.pt", **TINY_DENSENET[16])
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(InputError, match=r"list\.pt.*holds a list, not a state dict"):
-        image_encoder("densenet", 2, 3, weights=tmp_path / "list.pt", **SMALL)
+        image_encoder("densenet", 2, 3, weights=tmp_path / "list.pt", **TINY_DENSENET[16])
