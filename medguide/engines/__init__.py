@@ -12,6 +12,7 @@ from medguide.engines.dmg import (
     evaluate_seeds,
     guidance_rows,
     load_parts,
+    lower_is_better,
 )
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
@@ -59,6 +60,7 @@ __all__ = [
     "finish_distributed",
     "guidance_rows",
     "load_parts",
+    "lower_is_better",
     "predict_subsets",
     "resolve_precision",
     "save_network_settings",

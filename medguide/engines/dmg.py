@@ -9,7 +9,9 @@ a. the inferior and superior classifiers (:class:`medguide.networks.LatentClassi
    padded by :class:`BagCollate` with their mask as a network keyword, and targets ``[B, T]``);
 b. :class:`LatentCache` encodes the paired inputs once with both frozen encoders; ``G``
    (:class:`medguide.networks.GuidanceMLP`, loss ``torch.nn.MSELoss``) trains on its dataset of
-   ``{"image": z_I, "label": z_S}`` with the trainer's default ``prepare_batch``, never re-encoding;
+   ``{"image": z_I, "label": z_S}`` with the trainer's default ``prepare_batch``, never re-encoding, and keeps the
+   epoch with the lowest mean squared error on the validation cases' latents (cached the same way; an evaluator with
+   ``metric_cmp_fn`` :func:`lower_is_better`);
 c. the :class:`medguide.networks.GuidedClassifier` (``E_I`` and ``G`` frozen inside it) gets stage a's encoder and
    stage b's ``G`` from their checkpoint files through :class:`PartsLoader`, the first handler of its trainer.
 
@@ -50,6 +52,7 @@ __all__ = [
     "evaluate_seeds",
     "guidance_rows",
     "load_parts",
+    "lower_is_better",
 ]
 
 logger = logging.getLogger("medguide.engines")
@@ -170,6 +173,21 @@ class BagCollate:
                 item[key] = torch.cat([bag, bag.new_zeros(size - len(bag), *bag.shape[1:])])
                 item[key + self.mask_suffix] = mask
         return list_data_collate(items)
+
+
+def lower_is_better(current: float, best: float) -> bool:
+    """``metric_cmp_fn`` of an evaluator whose key metric is an error (stage b's validation MSE): true when
+    ``current`` improves on ``best``. MONAI's workflows start ``best`` at -1, which no error reaches, so the first
+    validation is always the best so far. Pair it with ``CheckpointSaver(key_metric_negative_sign=True)``, which keeps
+    the checkpoint of the lowest value.
+
+    Example (the evaluator of a ``train.json``)::
+
+        "key_val_metric": {"val_mse": {"_target_": "MeanSquaredError",
+                                       "output_transform": "$from_engine(['pred', 'label'])"}},
+        "metric_cmp_fn": "$medguide.engines.lower_is_better"
+    """
+    return best < 0 or current < best
 
 
 def _encoding(encoder: nn.Module) -> Callable:

@@ -325,3 +325,64 @@ def test_a_derm7pt_classifier_trains_on_the_eight_tasks(tmp_path):
     before = state(classifier)
     train(classifier, loader, tmp_path / "clinic", prepare, MultiTaskCrossEntropy(tasks))
     assert not same(before, state(classifier))
+
+
+def test_stage_b_keeps_the_epoch_with_the_lowest_validation_error(tmp_path):
+    """Stage b's selection as the bundles configure it: ``MeanSquaredError`` on the validation latents,
+    ``lower_is_better`` and ``CheckpointSaver(key_metric_negative_sign=True)``; the file holds the best epoch, not
+    the last."""
+    from ignite.engine import Events
+    from monai.handlers import MeanSquaredError, ValidationHandler
+    from monai.handlers.utils import from_engine
+
+    from medguide.engines import Evaluator, lower_is_better
+
+    generator = torch.Generator().manual_seed(0)
+    mapping = torch.randn(6, 4, generator=generator)
+
+    def latents(n: int) -> list[dict[str, torch.Tensor]]:
+        z = torch.randn(n, 6, generator=generator)
+        return [
+            {"image": zi, "label": zs} for zi, zs in zip(z, z @ mapping + 0.3 * torch.randn(n, 4, generator=generator))
+        ]
+
+    torch.manual_seed(0)
+    network = GuidanceMLP([6, 16, 4], dropout=0.0)
+    saver = CheckpointSaver(
+        str(tmp_path),
+        {"model": network},
+        save_key_metric=True,
+        key_metric_negative_sign=True,
+        key_metric_filename="model.pt",
+    )
+    validation = DataLoader(latents(8), batch_size=8)
+    evaluator = Evaluator(
+        "cpu",
+        val_data_loader=validation,
+        network=network,
+        key_val_metric={"val_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))},
+        metric_cmp_fn=lower_is_better,
+        val_handlers=[saver],
+    )
+    errors = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda engine: errors.append(engine.state.metrics["val_mse"]))
+    # few training cases and a large step: the validation error falls, then rises as G overfits and jumps about
+    trainer = Trainer(
+        "cpu",
+        max_epochs=30,
+        train_data_loader=DataLoader(latents(6), batch_size=3, shuffle=True),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.3, momentum=0.9),
+        loss_function=torch.nn.MSELoss(),
+        train_handlers=[ValidationHandler(1, evaluator)],
+    )
+    trainer.run()
+    best = min(range(len(errors)), key=errors.__getitem__)
+    assert best < len(errors) - 1 and errors[-1] > errors[best], errors  # the last epoch is not the best here
+    network.load_state_dict(torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True))
+    network.eval()
+    with torch.no_grad():
+        batch = next(iter(validation))
+        saved = torch.nn.functional.mse_loss(network(batch["image"]), batch["label"]).item()
+    assert saved == pytest.approx(errors[best], rel=1e-5)
+    assert evaluator.state.best_metric == pytest.approx(errors[best]) and lower_is_better(0.5, -1)
