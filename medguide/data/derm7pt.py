@@ -55,10 +55,19 @@ from scipy import ndimage
 
 from medguide.data.checks import CaseList
 from medguide.data.errors import InputError, InvalidCaseError, MissingInputError, flag
+from medguide.data.files import photo_datalist
 from medguide.data.labels import _check_columns, _rows, read_class_labels
 from medguide.data.splits import proportional_counts, stratified_split
 
-__all__ = ["DERM7PT_SECTIONS", "DERM7PT_TASKS", "DERM7PT_VALUES", "derm7pt_datalist", "make_derm7pt_dataset"]
+__all__ = [
+    "DERM7PT_SECTIONS",
+    "DERM7PT_TASKS",
+    "DERM7PT_VALUES",
+    "clinical_photo_datalist",
+    "derm7pt_datalist",
+    "is_derm7pt",
+    "make_derm7pt_dataset",
+]
 
 logger = logging.getLogger("medguide.data")
 
@@ -165,7 +174,12 @@ def _image_path(images: Path, value: str) -> Path:
 
 
 def derm7pt_datalist(
-    data_dir: str | Path, section: str = "train", skip_invalid: bool = False, require_clinic: bool = True
+    data_dir: str | Path,
+    section: str = "train",
+    skip_invalid: bool = False,
+    require_clinic: bool = True,
+    require_derm: bool = True,
+    require_label: bool = True,
 ) -> CaseList:
     """Read one section of a Derm7pt data set (layout and tasks in the module docstring) into datalist items.
 
@@ -186,6 +200,9 @@ def derm7pt_datalist(
             result's ``skipped`` lists them).
         require_clinic: false keeps the cases without a clinical photo, with no ``clinic`` entry (e.g. to train a
             dermoscopic classifier on every case).
+        require_derm: false leaves the dermoscopic photo out of the items (no ``derm`` entry, not checked): what
+            inference from the clinical photo alone reads.
+        require_label: false gives items without ``label``, the criteria columns not read (inference).
 
     Raises:
         MissingInputError: ``meta.csv`` or the section's index file is missing.
@@ -219,6 +236,8 @@ def derm7pt_datalist(
         elif flag(require_clinic, "require_clinic"):
             without_clinic.append(case)
             continue
+        if not flag(require_derm, "require_derm"):
+            del item[_DERM]
         missing = next((key for key in (_CLINIC, _DERM) if key in item and not Path(item[key]).is_file()), None)
         if missing is not None:
             what = "clinical" if missing == _CLINIC else "dermoscopic"
@@ -238,6 +257,8 @@ def derm7pt_datalist(
             raise error
         items.skip(error)
 
+    if not flag(require_label, "require_label"):
+        return items
     declared = {task: list(values) for task, values in DERM7PT_VALUES.items()}
     labelled = read_class_labels(meta_csv, declared, case_column=_CASE, datalist=items, skip_invalid=skip)
     for item in labelled:
@@ -246,6 +267,34 @@ def derm7pt_datalist(
             for task, raw in item["label"].items()
         }
     return labelled
+
+
+def is_derm7pt(data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` is in the Derm7pt layout: it holds ``meta/meta.csv`` (or ``meta.csv`` by ``images/``)."""
+    return (_meta_dir(Path(data_dir)) / "meta.csv").is_file()
+
+
+def clinical_photo_datalist(data_dir: str | Path, section: str = "test", skip_invalid: bool = False) -> CaseList:
+    """The clinical photos to classify from the clinical photo alone: one section of a Derm7pt data set, or a folder
+    of one's own photos.
+
+    In the Derm7pt layout (:func:`is_derm7pt`), the section's cases with a clinical photo, as
+    ``{"case": case_num, "clinic": path}`` (no dermoscopic photo, no labels read; cases without a clinical photo left
+    out and logged, as in training). Otherwise every photograph in ``data_dir`` is a case named by its file name
+    (:func:`medguide.data.files.photo_datalist`).
+
+    Args:
+        data_dir: a Derm7pt data set folder, or a folder of photos (JPEG, PNG, BMP, TIFF).
+        section: the Derm7pt index file to read (``"train"``, ``"valid"`` or ``"test"``).
+        skip_invalid: log and leave out a Derm7pt case whose clinical photo is missing, instead of raising.
+
+    Raises:
+        InvalidCaseError: a Derm7pt case whose clinical photo does not exist, naming the case and the file.
+        MissingInputError: ``data_dir`` does not exist, or holds neither ``meta.csv`` nor a photo.
+    """
+    if is_derm7pt(data_dir):
+        return derm7pt_datalist(data_dir, section, skip_invalid, require_derm=False, require_label=False)
+    return CaseList(photo_datalist(data_dir, _CLINIC))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

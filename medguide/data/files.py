@@ -14,12 +14,13 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from medguide.data.errors import InputError, flag
+from medguide.data.errors import InputError, MissingInputError, flag
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
     "MONAI_READER_SUFFIXES",
+    "PHOTO_SUFFIXES",
     "atomic_folder",
     "atomic_target",
     "atomic_write_text",
@@ -28,6 +29,7 @@ __all__ = [
     "image_suffix",
     "is_hidden",
     "name_list",
+    "photo_datalist",
     "visible",
 ]
 
@@ -36,6 +38,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MONAI_READER_SUFFIXES = (*NIFTI_SUFFIXES, ".dcm", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp")
 # multi-part suffixes first, so ".nii.gz" is not taken for ".gz"
 IMAGE_SUFFIXES = (*MONAI_READER_SUFFIXES, ".nrrd", ".mha", ".mhd", ".tif", ".tiff")
+# 2D photographs (clinical, dermoscopic, fundus, patches) that PIL decodes
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -68,6 +72,36 @@ def name_list(paths: Sequence[Path], most: int = 5) -> str:
     """The first ``most`` file names, comma-separated, ``", ..."`` when there are more, ``"nothing"`` when none: what an
     error says a folder holds."""
     return ", ".join(p.name for p in paths[:most]) + (", ..." if len(paths) > most else "") or "nothing"
+
+
+def photo_datalist(folder: str | os.PathLike, key: str = "image") -> list[dict[str, str]]:
+    """One datalist item ``{"case": file name without suffix, key: path}`` per photograph in ``folder``: how inference
+    reads a folder of one's own photos (clinical, dermoscopic, fundus), whatever data set layout trained the model.
+
+    Files with a :data:`PHOTO_SUFFIXES` suffix in any case (``NEL025.JPG``) are taken, sorted by name; hidden files
+    (``._name``, ``.DS_Store``) and files of other kinds (a ``notes.txt``) are passed over. Nothing is decoded here:
+    a file that does not decode is named when it is loaded (:class:`medguide.transforms.LoadPhotod`).
+
+    Raises:
+        MissingInputError: ``folder`` does not exist, or holds no photograph (the message says what it holds).
+        InputError: two photos would be the same case (``a.png`` and ``a.jpg``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError(f"photo folder not found: '{folder}'")
+    files = visible(folder.iterdir())
+    photos = [p for p in files if p.is_file() and image_suffix(p).lower() in PHOTO_SUFFIXES]
+    if not photos:
+        raise MissingInputError(
+            f"no photograph ({', '.join(PHOTO_SUFFIXES)}) in '{folder}'; it holds {name_list(files)}"
+        )
+    items: dict[str, dict[str, str]] = {}
+    for photo in photos:
+        case = image_stem(photo)
+        if case in items:
+            raise InputError(f"'{items[case][key]}' and '{photo}' would both be case {case!r}; keep one of them")
+        items[case] = {"case": case, key: str(photo)}
+    return list(items.values())
 
 
 def _new_mode(folder: bool = False) -> int:

@@ -17,13 +17,13 @@ import torch
 from monai.config import KeysCollection
 
 from medguide.data.errors import InvalidCaseError
-from medguide.data.files import image_suffix, name_list, visible
+from medguide.data.files import PHOTO_SUFFIXES, image_suffix, name_list, visible
 from medguide.transforms.io import CaseFileLoadd, read_photo
 
 __all__ = ["BAG_SUFFIXES", "PATCH_SUFFIXES", "LoadBagd", "load_bag"]
 
 BAG_SUFFIXES = (".pt", ".h5")
-PATCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PATCH_SUFFIXES = PHOTO_SUFFIXES
 
 
 def _rows_as_matrix(rows: Sequence, case: str, path: Path) -> torch.Tensor:

@@ -16,9 +16,11 @@ from medguide.data import (
     InputError,
     InvalidCaseError,
     MissingInputError,
+    clinical_photo_datalist,
     dataset_dir_or_synthetic,
     derm7pt_datalist,
     make_derm7pt_dataset,
+    photo_datalist,
 )
 from medguide.transforms import LoadPhotod, validate_loading
 
@@ -253,3 +255,36 @@ def test_bad_index_files_and_sections(editable):
     (editable / "meta" / "test_indexes.csv").unlink()
     with pytest.raises(MissingInputError, match="test_indexes.csv"):
         derm7pt_datalist(editable, "test")
+
+
+def test_inference_reads_the_clinical_photo_alone(editable):
+    """A missing dermoscopic photo or an unknown criterion value does not stop inference from the clinical photo."""
+    items = derm7pt_datalist(editable, "test")
+    Path(items[0]["derm"]).unlink()
+    _rewrite_meta(editable, items[1]["case"], "streaks", "wavy")
+    cases = clinical_photo_datalist(editable, "test")
+    assert [(c["case"], c["clinic"]) for c in cases] == [(i["case"], i["clinic"]) for i in items]
+    assert all(set(c) == {"case", "clinic"} for c in cases)
+    Path(items[2]["clinic"]).unlink()  # but a missing clinical photo is named
+    with pytest.raises(InvalidCaseError, match="missing clinical photo") as caught:
+        clinical_photo_datalist(editable, "test")
+    assert caught.value.case == items[2]["case"] and caught.value.file == items[2]["clinic"]
+
+
+def test_a_folder_of_ones_own_photos(tmp_path):
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    for name in ("b lesion.JPG", "a.png", "._a.png", ".DS_Store", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    (folder / "sub.jpg").mkdir()
+    assert clinical_photo_datalist(folder) == [
+        {"case": "a", "clinic": str(folder / "a.png")},
+        {"case": "b lesion", "clinic": str(folder / "b lesion.JPG")},
+    ]
+    (folder / "a.jpg").write_bytes(b"x")
+    with pytest.raises(InputError, match="would both be case 'a'"):
+        photo_datalist(folder)
+    with pytest.raises(MissingInputError, match="no photograph"):
+        photo_datalist(tmp_path)  # holds only the folder
+    with pytest.raises(MissingInputError, match="not found"):
+        photo_datalist(tmp_path / "nowhere")
