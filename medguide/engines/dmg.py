@@ -262,7 +262,7 @@ def _fingerprint(loader: Iterable, *modules: nn.Module) -> str:
 
 
 class LatentCache:
-    """Stage b's training data: the paired latents ``(z_I, z_S)`` of every training case, encoded once.
+    """Stages b and c's training data: the paired latents ``(z_I, z_S)`` and the labels of every case, encoded once.
 
     :meth:`dataset` encodes on first use (:func:`cache_latents`, both frozen encoders in one pass over ``loader``)
     and returns the same dataset of ``{"image": z_I, "label": z_S}`` from then on, so ``G`` trains epoch after epoch
@@ -270,7 +270,9 @@ class LatentCache:
     ``GuidanceMLP``, loss ``torch.nn.MSELoss``) and no encoder runs again. With ``cache_file`` the latents
     are also written there (atomically) and read back by a later run, e.g. stage b run alone again, as long as the
     encoders' weights and the number of training cases are those that made them (a digest of both is stored beside
-    them); delete the file after changing the training cases' contents.
+    them); delete the file after changing the training cases' contents. Stage c trains ``D_c`` on
+    :meth:`labelled_dataset` (``{"image": z_I, "label": targets}``) through
+    :meth:`medguide.networks.GuidedClassifier.latent_head`, so ``E_I`` does not run there either.
 
     Example (stage b of a ``train.json``)::
 
@@ -317,48 +319,60 @@ class LatentCache:
         self.checkpoints = dict(checkpoints or {})
         self.device, self.precision = device, precision
         self.cache_file = None if cache_file is None else Path(cache_file)
-        self._latents: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._dataset: Dataset | None = None
+        self._latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_I, z_S)``: ``[num_cases, F_I]`` and ``[num_cases, F_S]``, float32 on the CPU, encoded on first use."""
+        return self._cached()[:2]
+
+    def targets(self) -> torch.Tensor:
+        """The cases' class indices ``[num_cases, T]`` (int64; ``[num_cases, 0]`` for cases without labels), in the
+        order of :meth:`latents`."""
+        return self._cached()[2]
+
+    def dataset(self) -> Dataset:
+        """Stage b's data: a MONAI ``Dataset`` of ``{"image": z_I, "label": z_S}`` per case (see :meth:`latents`),
+        which a trainer's default ``prepare_batch`` takes as ``(input, target)`` from MONAI's or torch's
+        ``DataLoader``."""
+        z_inferior, z_superior = self.latents()
+        return Dataset([{"image": zi, "label": zs} for zi, zs in zip(z_inferior, z_superior)])
+
+    def labelled_dataset(self) -> Dataset:
+        """Stage c's data: a MONAI ``Dataset`` of ``{"image": z_I, "label": targets}`` per case, ``targets`` the
+        ``[T]`` class indices, which :class:`TaskBatch` takes as they are."""
+        z_inferior, _ = self.latents()
+        return Dataset([{"image": zi, "label": y} for zi, y in zip(z_inferior, self.targets())])
+
+    def _cached(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._latents is None:
             for name, path in self.checkpoints.items():
                 load_parts(getattr(self, name), {"": path}, map_location=self.device)
             self._latents = self._read() or self._encode()
         return self._latents
 
-    def dataset(self) -> Dataset:
-        """A MONAI ``Dataset`` of ``{"image": z_I, "label": z_S}`` per case (see :meth:`latents`), which a trainer's
-        default ``prepare_batch`` takes as ``(input, target)`` from MONAI's or torch's ``DataLoader``."""
-        if self._dataset is None:
-            z_inferior, z_superior = self.latents()
-            self._dataset = Dataset([{"image": zi, "label": zs} for zi, zs in zip(z_inferior, z_superior)])
-        return self._dataset
-
-    def _encode(self) -> tuple[torch.Tensor, torch.Tensor]:
-        z_inferior, z_superior, _ = cache_latents(
-            [self.inferior, self.superior], self.loader, self.batches, self.device, self.precision
-        )
+    def _encode(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        encoded = cache_latents([self.inferior, self.superior], self.loader, self.batches, self.device, self.precision)
         if self.cache_file is not None:
+            z_inferior, z_superior, targets = encoded
             saved = {"fingerprint": _fingerprint(self.loader, self.inferior, self.superior), "inferior": z_inferior}
             with atomic_target(self.cache_file) as tmp:
-                torch.save({**saved, "superior": z_superior}, tmp)
-        return z_inferior, z_superior
+                torch.save({**saved, "superior": z_superior, "targets": targets}, tmp)
+        return encoded
 
-    def _read(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _read(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         if self.cache_file is None or not self.cache_file.is_file():
             return None
         try:
             saved = torch.load(self.cache_file, map_location="cpu", weights_only=True)
             fingerprint, z_inferior, z_superior = saved["fingerprint"], saved["inferior"], saved["superior"]
-        except Exception as error:  # a broken cache is rebuilt, not fatal
+            targets = saved["targets"]
+        except Exception as error:  # a broken cache (or one written before targets were kept) is rebuilt, not fatal
             logger.warning("latent cache '%s' is unreadable (%s); encoding again.", self.cache_file, error)
             return None
         if fingerprint != _fingerprint(self.loader, self.inferior, self.superior):
             logger.info("latent cache '%s' was made by other encoder weights; encoding again.", self.cache_file)
             return None
-        return z_inferior, z_superior
+        return z_inferior, z_superior, targets
 
 
 def _read_state(path: Path, map_location: str | torch.device) -> Mapping[str, torch.Tensor]:

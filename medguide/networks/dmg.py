@@ -33,6 +33,7 @@ __all__ = [
     "FusionClassifier",
     "GuidanceMLP",
     "GuidedClassifier",
+    "GuidedHead",
     "LatentClassifier",
     "LatentEncoder",
     "image_encoder",
@@ -365,6 +366,40 @@ class GuidedClassifier(nn.Module):
         Returns:
             ``[B, head outputs]`` (for a :class:`MultiTaskHead`, the tasks' logits side by side; see its ``split``).
         """
-        z = self.encoder(x)
-        guided = self.guidance(z)
-        return self.head(guided if self.guided_only else torch.cat([guided, z], dim=1))
+        return self.classify(self.encoder(x))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from the inferior latent ``z_I`` ``[B, guidance.in_features]``: ``D_c(concat(G(z_I), z_I))`` (the
+        forward without ``E_I``)."""
+        return _guided_logits(self.guidance, self.head, self.guided_only, z)
+
+    def latent_head(self) -> GuidedHead:
+        """This classifier without ``E_I``, sharing its ``G`` and head: stage c trains it on cached ``z_I``."""
+        return GuidedHead(self)
+
+
+class GuidedHead(nn.Module):
+    """A :class:`GuidedClassifier` from the inferior latent on: ``D_c(concat(G(z_I), z_I))``, for stage c on cached
+    latents.
+
+    It holds the classifier's own ``G`` (frozen) and head, not copies, so training it trains the classifier's head
+    in place and saving the classifier saves the trained head; ``E_I`` is not run, since stage c's ``z_I`` of every
+    training case were encoded once by stage b's :class:`medguide.engines.LatentCache`. State-dict keys are
+    ``guidance.*`` and ``head.*``.
+
+    Args:
+        classifier: the guided classifier whose head trains.
+    """
+
+    def __init__(self, classifier: GuidedClassifier) -> None:
+        super().__init__()
+        self.guidance, self.head, self.guided_only = classifier.guidance, classifier.head, classifier.guided_only
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, head outputs]`` from ``z_I`` ``[B, guidance.in_features]``."""
+        return _guided_logits(self.guidance, self.head, self.guided_only, z)
+
+
+def _guided_logits(guidance: nn.Module, head: nn.Module, guided_only: bool, z: torch.Tensor) -> torch.Tensor:
+    guided = guidance(z)
+    return head(guided if guided_only else torch.cat([guided, z], dim=1))

@@ -29,7 +29,11 @@ STAGE_OUTPUTS = {
         "models/classifiers/superior/model.pt",
         "models/classifiers/fusion/model.pt",
     ],
-    "train_guidance": ["models/guidance/model.pt", "models/guidance/latents.pt"],
+    "train_guidance": [
+        "models/guidance/model.pt",
+        "models/guidance/latents.pt",
+        "models/guidance/latents_validation.pt",
+    ],
     "train_guided_head": ["models/model.pt", "models/network.json"],
 }
 

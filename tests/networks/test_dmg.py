@@ -191,3 +191,27 @@ def test_a_local_weights_file_loads_strictly_and_a_wrong_one_is_named(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(InputError, match=r"list\.pt.*holds a list, not a state dict"):
         image_encoder("densenet", 2, 3, weights=tmp_path / "list.pt", **TINY_DENSENET[16])
+
+
+def test_the_latent_head_is_the_guided_classifier_without_its_encoder():
+    """Stage c trains ``latent_head()`` on cached ``z_I``: the classifier's own head trains, ``G`` stays frozen."""
+    encoder = tiny_densenet(spatial_dims=2, in_channels=3, latent=16)
+    classifier = GuidedClassifier(
+        encoder.module, GuidanceMLP([16, 8, 6]), MultiTaskHead(6 + 16, {"a": 3, "b": 2})
+    ).eval()
+    head = classifier.latent_head()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(classifier(x), head(classifier.encoder(x)))
+    guidance = {k: v.clone() for k, v in classifier.guidance.state_dict().items()}
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    head.train()
+    head(torch.randn(4, 16)).sum().backward()
+    optimizer.step()
+    assert [n for n, p in head.named_parameters() if p.requires_grad] == [
+        n for n, _ in head.named_parameters() if n.startswith("head.")
+    ]
+    assert all(torch.equal(v, classifier.guidance.state_dict()[k]) for k, v in guidance.items())
+    with torch.no_grad():  # the classifier's head is the one that trained
+        assert torch.allclose(classifier(x), head.eval()(classifier.encoder(x)))
+    assert set(head.state_dict()) == {k for k in classifier.state_dict() if not k.startswith("encoder.")}
