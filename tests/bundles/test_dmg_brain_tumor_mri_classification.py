@@ -17,35 +17,13 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from tests.bundles.dmg_stages import check_stages_chained, stages_run_alone
 from tests.bundles.helpers import bundle, bundle_fails, configs, make_tiny_data, overrides, stage_workflow, tiny
 
 NAME = "dmg_brain_tumor_mri_classification"
 CONFIGS = configs(NAME)
 # one sequence, so the same trained model also classifies the real TCGA-LGG FLAIR
 TINY = {**tiny(NAME), "modalities": ["flair"]}
-STAGE_OUTPUTS = {
-    "train_classifiers": [
-        "models/classifiers/inferior/model.pt",
-        "models/classifiers/superior/model.pt",
-        "models/classifiers/fusion/model.pt",
-    ],
-    "train_guidance": [
-        "models/guidance/model.pt",
-        "models/guidance/latents.pt",
-        "models/guidance/latents_validation.pt",
-    ],
-    "train_guided_head": ["models/model.pt", "models/network.json"],
-}
-
-
-def stage(run_id: str, root: Path, data: Path):
-    return bundle(
-        "run",
-        run_id,
-        "--config_file",
-        str(CONFIGS / "train.json"),
-        *overrides({**TINY, "bundle_root": str(root), "dataset_dir": str(data)}),
-    )
 
 
 def infer(root: Path, data: Path, **values):
@@ -62,34 +40,13 @@ def probabilities(root: Path, name: str = "predictions") -> list[dict[str, str]]
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory) -> dict[str, Path]:
     """Tiny data and the three stages run one after the other, each alone by its run id."""
-    tmp = tmp_path_factory.mktemp("dmg")
-    data = make_tiny_data(NAME, tmp / "data")
-    root = tmp / "run"
-    stamps = {}
-    for run_id, outputs in STAGE_OUTPUTS.items():
-        stage(run_id, root, data)
-        stamps[run_id] = {path: (root / path).stat().st_mtime_ns for path in outputs}
-    return {"data": data, "root": root, "stamps": stamps}
+    return stages_run_alone(NAME, tmp_path_factory.mktemp("dmg"), TINY)
 
 
 @pytest.mark.slow
 def test_each_stage_runs_alone_by_its_id_and_leaves_its_checkpoint(staged):
+    check_stages_chained(staged)
     root = staged["root"]
-    for run_id, outputs in STAGE_OUTPUTS.items():
-        missing = [path for path in outputs if not (root / path).is_file()]
-        assert not missing, f"{run_id} left no {missing}"
-    # a later stage did not retrain an earlier one: stage a's files are as stage a left them
-    for path, stamp in staged["stamps"]["train_classifiers"].items():
-        assert (root / path).stat().st_mtime_ns == stamp
-    # stage c's model holds stage a's E_I and stage b's G unchanged (frozen), and a trained head
-    guided = torch.load(root / "models/model.pt", map_location="cpu", weights_only=True)
-    inferior = torch.load(root / "models/classifiers/inferior/model.pt", map_location="cpu", weights_only=True)
-    guidance = torch.load(root / "models/guidance/model.pt", map_location="cpu", weights_only=True)
-    for key, value in inferior.items():
-        if key.startswith("encoder."):
-            assert torch.equal(guided[key], value), key
-    for key, value in guidance.items():
-        assert torch.equal(guided[f"guidance.{key}"], value), key
     settings = json.loads((root / "models/network.json").read_text(encoding="utf-8"))["settings"]
     assert settings["modalities"] == TINY["modalities"] and settings["classes"] == ["G", "A", "O"]
 
