@@ -89,7 +89,9 @@ def _predict(rows, loader, device, case_key: str) -> tuple[list[str], dict[str, 
 
 
 def _changed_cases(cases, logits, targets, tasks: Mapping[str, int], classes: Mapping[str, Sequence[str]]) -> list:
-    """Markdown table rows of the cases whose prediction G(I)+I changed from I's, per task, the fixed ones first."""
+    """Markdown table rows of the cases whose prediction G(I)+I changed from I's, per task: how many guidance fixed,
+    broke and changed while still wrong, then examples of each in turn (a fixed, a broken, a still-wrong case, ...),
+    up to ``SHOWN_CASES``, so the examples show both sides as the counts do."""
     from medguide.losses.classification import split_task_logits
 
     if BASELINE not in logits or GUIDED not in logits:
@@ -100,10 +102,23 @@ def _changed_cases(cases, logits, targets, tasks: Mapping[str, int], classes: Ma
         names = classes[task]
         p_base, p_guided = baseline[task].softmax(1), guided[task].softmax(1)
         before, after, truth = p_base.argmax(1), p_guided.argmax(1), targets[:, column]
-        changed = [i for i in range(len(cases)) if before[i] != after[i] and truth[i] >= 0]
-        changed.sort(key=lambda i: (after[i] != truth[i], cases[i]))
-        for i in changed[:SHOWN_CASES]:
-            verdict = "fixed" if after[i] == truth[i] else ("broke" if before[i] == truth[i] else "still wrong")
+        kinds: dict[str, list[int]] = {"fixed": [], "broke": [], "still wrong": []}
+        for i in sorted(range(len(cases)), key=lambda i: str(cases[i])):
+            if before[i] != after[i] and truth[i] >= 0:
+                verdict = "fixed" if after[i] == truth[i] else ("broke" if before[i] == truth[i] else "still wrong")
+                kinds[verdict].append(i)
+        if not any(kinds.values()):
+            continue
+        counts = ", ".join(f"{verdict} {len(found)}" for verdict, found in kinds.items())
+        rows.append(f"| | {task} | | | | {counts} |")
+        turns = [
+            (verdict, i)
+            for n in range(SHOWN_CASES)
+            for verdict, found in kinds.items()
+            if n < len(found)
+            for i in [found[n]]
+        ]
+        for verdict, i in turns[:SHOWN_CASES]:
             rows.append(
                 f"| {cases[i]} | {task} | {names[truth[i]]} | {names[before[i]]} ({p_base[i, before[i]]:.2f}) | "
                 f"{names[after[i]]} ({p_guided[i, after[i]]:.2f}) | {verdict} |"
@@ -168,6 +183,7 @@ def write_classification_report(
         figures.append(
             confusion_matrix_figure(matrices, classes[task], out / f"confusion_{task}.png", f"{task}, seed {seeds[0]}")
         )
+    inferior = parser.get("inferior_name", "inferior image")
     table_name = parser.get_parsed_content("evaluate#name")
     table = (Path(parser.get_parsed_content("output_dir")) / f"{table_name}.md").read_text(encoding="utf-8")
     changed = _changed_cases(cases, logits, targets, tasks, classes)
@@ -200,8 +216,9 @@ def write_classification_report(
         "",
         *(
             [
-                f"{BASELINE} is the MRI-only classifier, {GUIDED} the guided one (probability of the predicted "
-                f"class in brackets); up to {SHOWN_CASES} per task, seed {seeds[0]}.",
+                f"{BASELINE} is the {inferior}-only classifier, {GUIDED} the guided one (probability of the "
+                f"predicted class in brackets); per task, how many test cases guidance fixed, broke or changed while "
+                f"still wrong, and up to {SHOWN_CASES} examples taking each kind in turn; seed {seeds[0]}.",
                 "",
                 "| case | task | true | I | G(I)+I | |",
                 "|---|---|---|---|---|---|",
@@ -215,7 +232,7 @@ def write_classification_report(
             [
                 "## Inference on a real case",
                 "",
-                f"The guided model classified `{inference['sample']}` from its MRI alone; probabilities in "
+                f"The guided model classified `{inference['sample']}` from its {inferior} alone; probabilities in "
                 f"`{inference['predictions']}`. It was trained on synthetic data only: no measure of accuracy.",
                 "",
                 "```",

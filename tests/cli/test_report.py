@@ -138,3 +138,20 @@ def test_precision_line_says_what_the_engines_run_on_cuda_too():
     cuda = torch.device("cuda")
     assert _precision(parsed_brats(precision="auto"), cuda) == "`auto`: float16 automatic mixed precision"
     assert _precision(parsed_brats(precision="float32"), cuda) == "`float32`: float32"  # no AMP left behind
+
+
+def test_the_cases_guidance_changed_show_both_sides_with_their_counts():
+    """Per task: how many cases guidance fixed, broke or changed while still wrong, then examples of each kind in
+    turn, not the fixed ones first."""
+    from medguide.visualize.classification import SHOWN_CASES, _changed_cases
+
+    # one task of 3 classes; truth 0 for every case. I predicts the class of `before`, G(I)+I that of `after`
+    before = [1, 1, 1, 1, 0, 0, 0, 2, 1, 0]
+    after = [0, 0, 0, 0, 1, 2, 1, 1, 1, 0]  # cases 0-3 fixed, 4-6 broke, 7 still wrong, 8-9 unchanged
+    logits = {"I": torch.eye(3)[before], "G(I)+I": torch.eye(3)[after]}
+    cases = [f"c{i}" for i in range(10)]
+    rows = _changed_cases(cases, logits, torch.zeros(10, 1, dtype=torch.long), {"t": 3}, {"t": ["a", "b", "c"]})
+    assert rows[0] == "| | t | | | | fixed 4, broke 3, still wrong 1 |"
+    shown = [(row.split(" | ")[0].strip("| "), row.rsplit(" | ", 1)[1].strip(" |")) for row in rows[1:]]
+    assert len(shown) == SHOWN_CASES == 5
+    assert shown == [("c0", "fixed"), ("c4", "broke"), ("c7", "still wrong"), ("c1", "fixed"), ("c5", "broke")]
