@@ -1,20 +1,24 @@
 """Loaders that name the case and the file of whatever they cannot load.
 
 ``LoadCased`` loads a multi-modal case (the segmentation bundles use it instead of ``LoadImaged``); ``LoadPhotod``
-loads 2D photographs (clinical and dermoscopic photos), each key its own image. :func:`validate_loading` runs a
-bundle's loaders over a datalist before training, so ``skip_invalid`` can leave bad cases out up front.
+loads 2D photographs (clinical and dermoscopic photos, fundus photographs, OCT B-scans), each key its own image, and
+can refuse an image of the wrong kind (grey where a colour photograph is expected, or colour where a grey scan is).
+:func:`validate_loading` runs a bundle's loaders over a datalist before training, so ``skip_invalid`` can leave bad
+cases out up front.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
+from PIL import Image
 
 from medguide.data.checks import (
     case_name,
@@ -26,7 +30,7 @@ from medguide.data.checks import (
 )
 from medguide.data.errors import InvalidCaseError
 
-__all__ = ["CaseFileLoadd", "LoadCased", "LoadPhotod", "read_photo", "validate_loading"]
+__all__ = ["PHOTO_KINDS", "CaseFileLoadd", "LoadCased", "LoadPhotod", "photo_kind", "read_photo", "validate_loading"]
 
 
 class LoadCased(MapTransform):
@@ -104,32 +108,97 @@ def _photo_loader() -> LoadImage:
     return LoadImage(image_only=True, ensure_channel_first=True)
 
 
+PHOTO_KINDS = ("rgb", "grey")
+# a grey image saved with three channels (an OCT export, a JPEG's chroma noise) keeps them within a few levels of one
+# another; a colour photograph's channels differ by tens of levels over most of its pixels
+GREY_CHANNEL_SPREAD = 6.0
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_KIND_SAMPLE_SIDE = 512
+
+
+def photo_kind(image: Image.Image) -> str:
+    """``"grey"`` or ``"rgb"``: what an image shows, whatever its file stores.
+
+    A grey mode (``L``, ``I;16``, ...) is grey; a colour mode (RGB, RGBA, palette, CMYK, YCbCr) is grey too when its
+    channels agree: when the mean over pixels of (largest - smallest channel) is below :data:`GREY_CHANNEL_SPREAD`
+    levels of 255, as in a grey B-scan saved as RGB, where a few coloured marks (an export's annotations) do not
+    make it a colour image. Measured on a copy at most 512 pixels on a side.
+
+    Args:
+        image: a PIL image (not yet converted).
+    """
+    if image.mode in _GREY_MODES:
+        return "grey"
+    factor = max(1, max(image.size) // _KIND_SAMPLE_SIDE)
+    sample = np.asarray(image.convert("RGB").reduce(factor), dtype=np.int16)
+    spread = float((sample.max(-1) - sample.min(-1)).mean()) if sample.size else 0.0
+    return "grey" if spread < GREY_CHANNEL_SPREAD else "rgb"
+
+
+class _WrongKind(Exception):
+    def __init__(self, found: str) -> None:
+        super().__init__(found)
+        self.found = found
+
+
+@dataclass(frozen=True)
+class _Converter:
+    """PILReader's converter: checks the image's kind on the file's own pixels, then converts it to ``mode``."""
+
+    mode: str
+    expect: str | None
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        found = photo_kind(image) if self.expect is not None else None
+        if found != self.expect:
+            raise _WrongKind(found)
+        # PIL's own conversion: a palette image is looked up, grey replicated, alpha dropped, CMYK converted
+        return image.convert(self.mode)
+
+
 @cache
-def _photo_reader(mode: str) -> PILReader:
-    # PIL's own conversion: a palette image is looked up, grey replicated, alpha dropped, CMYK converted
-    return PILReader(converter=operator.methodcaller("convert", mode))
+def _photo_reader(mode: str, expect: str | None = None) -> PILReader:
+    return PILReader(converter=_Converter(mode, expect))
 
 
-def read_photo(path: str | Path, case: str, mode: str = "RGB") -> MetaTensor:
+def _check_expect(expect: str | None) -> str | None:
+    if expect is not None and expect not in PHOTO_KINDS:
+        raise ValueError(f"expect must be one of {list(PHOTO_KINDS)} or None, got {expect!r}")
+    return expect
+
+
+def read_photo(path: str | Path, case: str, mode: str = "RGB", expect: str | None = None) -> MetaTensor:
     """Read a 2D photograph (JPEG, PNG, BMP, TIFF: whatever PIL decodes) as a channel-first float32 ``MetaTensor``.
 
     The axes are MONAI's for 2D images (``(C, W, H)``, as ``LoadImage`` with ``PILReader`` gives them), so photos
-    read here and through ``LoadImaged`` agree. The file name's suffix may be in any case (``NEL025.JPG``).
+    read here and through ``LoadImaged`` agree. The file name's suffix may be in any case (``NEL025.JPG``). Values
+    are the file's own (0-255 for 8-bit images).
 
     Args:
         path: the image file.
         case: the case id to name in errors.
         mode: the PIL mode every photo is converted to (``"RGB"``: 3 channels whatever the file holds; ``"L"``:
             one grey channel).
+        expect: the kind of image the file must hold, checked before the conversion to ``mode``: ``"rgb"`` (a
+            colour photograph, e.g. a fundus photograph), ``"grey"`` (e.g. an OCT B-scan, stored grey or as three
+            equal channels), or ``None`` for either; see :func:`photo_kind`.
 
     Raises:
-        InvalidCaseError: the file is missing, or does not decode (truncated, corrupted, not an image).
+        InvalidCaseError: the file is missing, does not decode (truncated, corrupted, not an image), or holds
+            another kind of image than ``expect``.
+        ValueError: ``expect`` is not one of :data:`PHOTO_KINDS` or ``None``.
     """
     path = Path(path)
+    reader = _photo_reader(mode, _check_expect(expect))
     if not path.is_file():
         raise InvalidCaseError(case, path, "file not found" if not path.exists() else "is a folder, not an image file")
     try:
-        return _photo_loader()(path, reader=_photo_reader(mode))
+        return _photo_loader()(path, reader=reader)
+    except _WrongKind as wrong:
+        wanted = "a colour (RGB) image" if expect == "rgb" else "a grey image"
+        found = "a grey image (its channels are equal)" if wrong.found == "grey" else "a colour image"
+        reason = f"is {found} where {wanted} is expected: an image of the wrong modality?"
+        raise InvalidCaseError(case, path, reason) from None
     except Exception as error:
         reason = f"unreadable or corrupted image ({type(error).__name__}: {error})"
         raise InvalidCaseError(case, path, reason) from error
@@ -171,29 +240,43 @@ class LoadPhotod(CaseFileLoadd):
     """Load the 2D photographs of a case, one per key, naming the case and file of any that does not decode.
 
     Each key holds one image file, read by :func:`read_photo` (MONAI's ``PILReader``) and converted to ``mode``;
-    the photos of one case may differ in size (a clinical and a dermoscopic photo). ``meta["case"]`` is set as
-    :class:`LoadCased` sets it.
+    the photos of one case may differ in size (a clinical and a dermoscopic photo). With ``expect``, an image of the
+    other kind is refused before the conversion (a grey image where a colour fundus photograph is expected, or a
+    colour photograph where a grey OCT B-scan is). ``meta["case"]`` is set as :class:`LoadCased` sets it.
 
     Example:
         >>> load = LoadPhotod(keys=("clinic", "derm"))
         >>> item = load({"case": "1", "clinic": "images/NEL/NEL025.JPG", "derm": "images/NEL/Nel026.jpg"})
         >>> item["clinic"].shape  # (3, W, H)
+        >>> LoadPhotod(keys="oct", mode="L", expect="grey")({"case": "o1", "oct": "fundus.png"})
+        InvalidCaseError: case 'o1': file 'fundus.png': is a colour image where a grey image is expected: ...
 
     Args:
         keys: the keys holding image files.
         mode: the PIL mode of every loaded image (``"RGB"`` gives 3 channels from grey, palette or RGBA files).
+        expect: ``"rgb"``, ``"grey"`` or ``None``: the kind of image every key must hold (see
+            :func:`photo_kind`); ``None`` takes either.
         case_key: key of the case id used in error messages.
         allow_missing_keys: skip absent keys (e.g. no superior photo at inference).
+
+    Raises:
+        ValueError: ``expect`` is not ``"rgb"``, ``"grey"`` or ``None``.
     """
 
     def __init__(
-        self, keys: KeysCollection, mode: str = "RGB", case_key: str = "case", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        mode: str = "RGB",
+        case_key: str = "case",
+        allow_missing_keys: bool = False,
+        expect: str | None = None,
     ) -> None:
         super().__init__(keys, case_key, allow_missing_keys)
         self.mode = mode
+        self.expect = _check_expect(expect)
 
     def load(self, path: str | Path, case: str) -> MetaTensor:
-        image = read_photo(path, case, self.mode)
+        image = read_photo(path, case, self.mode, self.expect)
         image.meta["case"] = case
         return image
 
