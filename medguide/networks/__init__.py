@@ -1,7 +1,15 @@
 """Networks of the medguide methods (one architecture per file), built from the shared :mod:`.blocks`."""
 
 from medguide.networks.baselines import ModalityUNet
-from medguide.networks.blocks import GatedAttentionMIL, MultiTaskHead, UNetSizeRule, unet_size_rule, unet_widths
+from medguide.networks.blocks import (
+    ConceptHead,
+    ConceptOutputs,
+    GatedAttentionMIL,
+    MultiTaskHead,
+    UNetSizeRule,
+    unet_size_rule,
+    unet_widths,
+)
 from medguide.networks.dmg import (
     FusionClassifier,
     GuidanceMLP,
@@ -14,9 +22,13 @@ from medguide.networks.dmg import (
     load_encoder_weights,
 )
 from medguide.networks.maml import MAMLNet, ModalityAwareFusion
+from medguide.networks.octcoda import ConceptClassifier
 from medguide.networks.unet import UNet
 
 __all__ = [
+    "ConceptClassifier",
+    "ConceptHead",
+    "ConceptOutputs",
     "FusionClassifier",
     "GatedAttentionMIL",
     "GuidanceMLP",

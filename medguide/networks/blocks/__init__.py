@@ -5,6 +5,7 @@ once and every method's network (``medguide/networks/<method>.py``) reuses it.
 """
 
 from medguide.networks.blocks.attention_mil import GatedAttentionMIL
+from medguide.networks.blocks.concept_head import ConceptHead, ConceptOutputs, check_concepts
 from medguide.networks.blocks.frozen import Frozen
 from medguide.networks.blocks.heads import MultiTaskHead
 from medguide.networks.blocks.norms import InstanceNorm2d, InstanceNorm3d, instance_norm, instance_norm_factory_name
@@ -12,6 +13,9 @@ from medguide.networks.blocks.unet_decoder import UNetDecoder
 from medguide.networks.blocks.unet_encoder import UNetEncoder, UNetSizeRule, unet_size_rule, unet_widths
 
 __all__ = [
+    "ConceptHead",
+    "ConceptOutputs",
+    "check_concepts",
     "Frozen",
     "GatedAttentionMIL",
     "InstanceNorm2d",
