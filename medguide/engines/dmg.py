@@ -29,10 +29,11 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Events
-from monai.data import Dataset, list_data_collate
+from monai.data import list_data_collate
 from monai.engines.utils import PrepareBatch
 from monai.utils import convert_to_tensor
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 from medguide.data.errors import InputError
 from medguide.data.files import atomic_target
@@ -264,9 +265,9 @@ def _fingerprint(loader: Iterable, *modules: nn.Module) -> str:
 class LatentCache:
     """Stages b and c's training data: the paired latents ``(z_I, z_S)`` and the labels of every case, encoded once.
 
-    :meth:`dataset` encodes on first use (:func:`cache_latents`, both frozen encoders in one pass over ``loader``)
-    and returns the same dataset of ``{"image": z_I, "label": z_S}`` from then on, so ``G`` trains epoch after epoch
-    on it through a plain :class:`medguide.engines.Trainer` (its default ``prepare_batch``; network
+    The data set of :meth:`dataset` encodes when its first item is read (:func:`cache_latents`, both frozen
+    encoders in one pass over ``loader``) and serves ``{"image": z_I, "label": z_S}`` from then on, so ``G`` trains
+    epoch after epoch on it through a plain :class:`medguide.engines.Trainer` (its default ``prepare_batch``; network
     ``GuidanceMLP``, loss ``torch.nn.MSELoss``) and no encoder runs again. With ``cache_file`` the latents
     are also written there (atomically) and read back by a later run, e.g. stage b run alone again, as long as the
     encoders' weights and the number of training cases are those that made them (a digest of both is stored beside
@@ -330,18 +331,17 @@ class LatentCache:
         order of :meth:`latents`."""
         return self._cached()[2]
 
-    def dataset(self) -> Dataset:
-        """Stage b's data: a MONAI ``Dataset`` of ``{"image": z_I, "label": z_S}`` per case (see :meth:`latents`),
-        which a trainer's default ``prepare_batch`` takes as ``(input, target)`` from MONAI's or torch's
-        ``DataLoader``."""
-        z_inferior, z_superior = self.latents()
-        return Dataset([{"image": zi, "label": zs} for zi, zs in zip(z_inferior, z_superior)])
+    def dataset(self) -> TorchDataset:
+        """Stage b's data: ``{"image": z_I, "label": z_S}`` per case (see :meth:`latents`), which a trainer's default
+        ``prepare_batch`` takes as ``(input, target)`` from MONAI's or torch's ``DataLoader``. Nothing is encoded until
+        the first item is read (its length is the loader's number of cases), so a config can build the loader and
+        trainer before stage a has written the encoders' checkpoints (``check_properties``, a run of all stages)."""
+        return _CachedLatents(self, "superior")
 
-    def labelled_dataset(self) -> Dataset:
-        """Stage c's data: a MONAI ``Dataset`` of ``{"image": z_I, "label": targets}`` per case, ``targets`` the
-        ``[T]`` class indices, which :class:`TaskBatch` takes as they are."""
-        z_inferior, _ = self.latents()
-        return Dataset([{"image": zi, "label": y} for zi, y in zip(z_inferior, self.targets())])
+    def labelled_dataset(self) -> TorchDataset:
+        """Stage c's data: ``{"image": z_I, "label": targets}`` per case, ``targets`` the ``[T]`` class indices, which
+        :class:`TaskBatch` takes as they are; encoded on first read, as :meth:`dataset`."""
+        return _CachedLatents(self, "label")
 
     def _cached(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._latents is None:
@@ -373,6 +373,22 @@ class LatentCache:
             logger.info("latent cache '%s' was made by other encoder weights; encoding again.", self.cache_file)
             return None
         return z_inferior, z_superior, targets
+
+
+class _CachedLatents(TorchDataset):
+    """A :class:`LatentCache`'s cases as ``{"image": z_I, "label": z_S or the targets}``, encoded on first read."""
+
+    def __init__(self, cache: LatentCache, label: str) -> None:
+        self.cache, self.label = cache, label
+
+    def __len__(self) -> int:
+        cases = getattr(self.cache.loader, "dataset", None)
+        return len(cases) if cases is not None else len(self.cache.latents()[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        z_inferior, z_superior = self.cache.latents()
+        label = z_superior if self.label == "superior" else self.cache.targets()
+        return {"image": z_inferior[index], "label": label[index]}
 
 
 def _read_state(path: Path, map_location: str | torch.device) -> Mapping[str, torch.Tensor]:
