@@ -12,6 +12,7 @@ offset, partial-volume blur and gaussian noise, so no single modality segments e
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ __all__ = [
     "smooth_field",
     "unit_grid",
 ]
+
+logger = logging.getLogger("medguide.data")
 
 Shape = tuple[int, int, int]
 
@@ -147,4 +150,5 @@ def dataset_dir_or_synthetic(
     if not target.is_dir():
         with atomic_folder(target) as staging:
             maker(staging, **kwargs)
+    logger.info("no dataset_dir given: using the synthetic data set at '%s' (--dataset_dir DIR for yours)", target)
     return target

@@ -57,16 +57,28 @@ def _read(ckpt_dir: str | os.PathLike) -> dict:
         ) from error
 
 
-def trained_settings(ckpt_dir: str | os.PathLike) -> dict:
+def trained_settings(ckpt_dir: str | os.PathLike, bundle: str | None = None) -> dict:
     """The settings ``ckpt_dir``'s network was trained with (``{}`` when it holds no ``network.json``).
 
     Bundle configs read each setting as ``$@trained.get('base_width', 16)``: the trained value, else the config's
     default; a command-line override still wins, since it replaces the whole expression.
 
+    Args:
+        ckpt_dir: the folder of ``model.pt`` and ``network.json``.
+        bundle: the bundle whose configs read the settings; a model trained by another bundle is refused in one
+            line naming both, instead of failing later on settings of another shape.
+
     Raises:
-        InputError: ``network.json`` exists but cannot be read.
+        InputError: ``network.json`` exists but cannot be read, or was written by a bundle other than ``bundle``.
     """
-    return dict(_read(ckpt_dir).get("settings", {}))
+    saved = _read(ckpt_dir)
+    trained_by = saved.get("bundle")
+    if bundle is not None and trained_by is not None and trained_by != bundle:
+        raise InputError(
+            f"'{Path(ckpt_dir)}' holds a model trained by the {trained_by} bundle, not by {bundle}: use "
+            f"bundles/{trained_by}/configs, or `medguide predict`, which picks the bundle from the model folder."
+        )
+    return dict(saved.get("settings", {}))
 
 
 class NetworkSettingsSaver:

@@ -73,3 +73,17 @@ def test_modalities_in_another_order_are_refused_though_every_shape_fits(tmp_pat
     )
     with pytest.raises(InputError, match=r"trained with modalities \['t1', 'flair'\]"):
         loader.check()
+
+
+def test_a_model_of_another_bundle_is_named_with_both_bundles(tmp_path):
+    """A user points one bundle's inference at a folder another bundle trained: one line naming both, not a
+    traceback from settings of another shape (skin inference on a brain model failed in a dict comprehension)."""
+    from medguide.data import InputError
+    from medguide.engines import save_network_settings, trained_settings
+
+    save_network_settings(tmp_path, "dmg_brain_tumor_mri_classification", {"classes": ["G", "A", "O"]})
+    assert trained_settings(tmp_path, bundle="dmg_brain_tumor_mri_classification") == {"classes": ["G", "A", "O"]}
+    assert trained_settings(tmp_path) == {"classes": ["G", "A", "O"]}
+    with pytest.raises(InputError, match="trained by the dmg_brain_tumor_mri_classification bundle, not by dmg_skin"):
+        trained_settings(tmp_path, bundle="dmg_skin_lesion_classification")
+    assert trained_settings(tmp_path / "untrained", bundle="dmg_skin_lesion_classification") == {}
