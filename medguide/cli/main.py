@@ -5,6 +5,7 @@
   medguide demo all --output_dir medguide-output        # every bundle in turn, one folder each, then a summary
   medguide predict TRAINED_DIR INPUT_DIR OUTPUT_DIR     # a trained bundle on a folder of your own cases
   medguide synthetic brats /tmp/brats --num_cases 8     # the kinds are those the bundles declare
+  medguide concepts embed concepts.csv concepts.npz     # a concept list -> its text embedding matrix T [K, d]
 
 The bundles are the package ``medguide.bundles``: the checkout's ``bundles/`` in an editable install, a copy inside
 the installed package otherwise. A bundle is a folder there with a ``configs/demo.json`` that declares its demo:
@@ -362,6 +363,27 @@ def synthetic(args: argparse.Namespace) -> None:
     print(maker(args.out_dir, **kwargs))
 
 
+def concepts_embed(args: argparse.Namespace) -> None:
+    """A concept list (CSV ``concept,class``) -> its text embeddings, unit rows, in an ``.npz`` file
+    (:mod:`medguide.data.concepts`)."""
+    from medguide.data import embed_concepts, plain_input_errors, read_concepts, save_concepts, text_encoder
+
+    plain_input_errors()
+    if args.classes:
+        classes = args.classes
+    else:
+        from medguide.data import MULTIEYE_CLASSES
+
+        classes = list(MULTIEYE_CLASSES)
+    encoder = text_encoder(args.encoder, args.dim)
+    concepts = read_concepts(args.concept_list, classes)
+    embeddings = embed_concepts(concepts, encoder)
+    out = save_concepts(args.out, concepts, embeddings, encoder.description)
+    counts = ", ".join(f"{name} {concepts.classes.count(name)}" for name in classes)
+    print(f"medguide concepts embed: wrote {out}: {embeddings.shape[0]} concepts x {embeddings.shape[1]}")
+    print(f"  per class: {counts}\n  encoder: {encoder.description}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="medguide", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -412,6 +434,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shape", type=int, nargs=3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=synthetic)
+    p = commands.add_parser("concepts", help="make the concept embedding matrix a concept-bottleneck bundle reads")
+    p = p.add_subparsers(dest="action", required=True).add_parser(
+        "embed",
+        help="embed each concept of a list into a unit row of T [K, d], written as an .npz file",
+        description="Reads a CSV with columns concept,class (a finding in plain words, the class it belongs to) and "
+        "writes its arrays concepts, classes, embeddings [K, d] and encoder to an .npz file. Encoders: tfidf (the "
+        "offline default: TF-IDF of word and character n-grams of the list, truncated SVD; wording, not meaning) or "
+        "hf:DIR (a local Hugging Face model folder, mean-pooled; needs the transformers package).",
+    )
+    p.add_argument("concept_list", help="the CSV, e.g. bundles/octcoda_fundus_classification/concepts/concepts.csv")
+    p.add_argument("out", help="the matrix file to write (.npz)")
+    p.add_argument("--encoder", help="tfidf (default) or hf:/path/to/local/model")
+    p.add_argument("--dim", type=int, help="embedding width (tfidf: default 64, below the number of concepts)")
+    p.add_argument("--classes", nargs="+", help="the class names a row may give (default: MultiEYE's 9 classes)")
+    p.set_defaults(func=concepts_embed)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     args.func(args)

@@ -31,6 +31,18 @@ _EXPORTS = {
         "report_skipped_cases",
         "validate_datalist",
     ),
+    "concepts": (
+        "TEXT_ENCODERS",
+        "ConceptList",
+        "HuggingFaceEncoder",
+        "TextEncoder",
+        "TfidfEncoder",
+        "embed_concepts",
+        "load_concepts",
+        "read_concepts",
+        "save_concepts",
+        "text_encoder",
+    ),
     "cpm_radpath": ("CPM_RADPATH_CLASSES", "cpm_radpath_datalist", "find_bag", "make_cpm_radpath_dataset"),
     "derm7pt": (
         "DERM7PT_TASKS",
