@@ -26,7 +26,7 @@ from medguide.engines.precision import (
     engine_precision,
     resolve_precision,
 )
-from medguide.engines.predictions import ClassProbabilityWriter
+from medguide.engines.predictions import ClassProbabilityWriter, ConceptInferer, ConceptWriter
 from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
@@ -36,6 +36,8 @@ __all__ = [
     "BagCollate",
     "CheckpointLoader",
     "ClassProbabilityWriter",
+    "ConceptInferer",
+    "ConceptWriter",
     "EnginePrecision",
     "EpochProgress",
     "LatentCache",

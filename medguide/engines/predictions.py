@@ -1,19 +1,27 @@
-"""``ClassProbabilityWriter``: an inference run's class probabilities, one CSV row per case, written atomically."""
+"""``ClassProbabilityWriter``: an inference run's class probabilities, one CSV row per case, written atomically;
+``ConceptWriter`` with ``ConceptInferer``: a concept model's probabilities and strongest concepts per image, and a
+figure per image when asked."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from ignite.engine import Events
+from monai.inferers import Inferer
 from monai.utils import CommonKeys
 
+from medguide.data.errors import flag
 from medguide.data.files import atomic_write_text
 from medguide.losses.classification import split_task_logits
+from medguide.visualize.concepts import concept_figure
 
-__all__ = ["ClassProbabilityWriter"]
+__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter"]
 
 
 class ClassProbabilityWriter:
@@ -68,8 +76,9 @@ class ClassProbabilityWriter:
     def reset(self, engine=None) -> None:
         self.rows = []
 
-    def collect(self, engine) -> None:
-        """Add the iteration's cases (decollated or batched output alike)."""
+    def probabilities(self, engine) -> tuple[list[str], torch.Tensor]:
+        """The iteration's case ids and their probabilities ``[B, sum(classes)]`` (each task's softmax), from a
+        decollated or batched output alike."""
         batch, output = engine.state.batch, engine.state.output
         if isinstance(output, Mapping):
             logits, cases = output[CommonKeys.PRED], list(batch[self.case_key])
@@ -78,12 +87,183 @@ class ClassProbabilityWriter:
             cases = [item[self.case_key] for item in batch]
         logits = torch.as_tensor(logits).detach().float().cpu().reshape(len(cases), -1)
         per_task = split_task_logits(logits, self.tasks)
-        probabilities = torch.cat([task.softmax(dim=1) for task in per_task.values()], dim=1)
-        for case, values in zip(cases, probabilities.tolist()):
-            self.rows.append([str(case), *(f"{v:.{self.digits}f}" for v in values)])
+        return [str(c) for c in cases], torch.cat([task.softmax(dim=1) for task in per_task.values()], dim=1)
+
+    def collect(self, engine) -> None:
+        """Add the iteration's cases (decollated or batched output alike)."""
+        for case, values in zip(*self.probabilities(engine)):
+            self.rows.append([case, *(f"{v:.{self.digits}f}" for v in values.tolist())])
 
     def write(self, engine=None) -> Path:
         """Write the CSV (header only when there were no cases); returns its path."""
         lines = [",".join(self.header()), *(",".join(row) for row in self.rows)]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
+        return self.path
+
+
+class ConceptInferer(Inferer):
+    """The inferer of a concept model's evaluator: one forward with ``with_concepts=True``, the logits returned, the
+    concept similarities kept for :class:`ConceptWriter`.
+
+    MONAI's evaluator calls its inferer on every batch, inside its no-grad and autocast context, and puts what the
+    inferer returns under ``pred``. Returning the plain logits keeps ``pred`` what every other handler, metric and
+    post-transform of the evaluator expects (:class:`ClassProbabilityWriter`, ``IgniteMetricHandler``); the
+    similarities of the same forward wait here for the writer, so no image goes through the network twice and the
+    evaluator needs no ``_iteration`` of its own. The network is any whose ``forward`` takes ``with_concepts=True``
+    and then returns an object with ``.logits`` and ``.similarity`` (:class:`medguide.networks.ConceptClassifier`,
+    :class:`medguide.networks.blocks.ConceptOutputs`). In a config::
+
+        "inferer": {"_target_": "medguide.engines.ConceptInferer"},
+        "handlers": [{"_target_": "medguide.engines.ConceptWriter", "inferer": "@inferer", ...}]
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.similarity: torch.Tensor | None = None
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        """``network(inputs, *args, with_concepts=True, **kwargs).logits``; keeps ``.similarity`` ``[B, K]``."""
+        outputs = network(inputs, *args, with_concepts=True, **kwargs)
+        self.similarity = outputs.similarity.detach()
+        return outputs.logits
+
+    def take(self) -> torch.Tensor:
+        """The similarities ``[B, K]`` of the last batch, as float32 on the CPU, once (then forgotten, so a batch the
+        inferer did not see is never explained with another's).
+
+        Raises:
+            RuntimeError: when no batch went through this inferer since the last ``take``.
+        """
+        if self.similarity is None:
+            raise RuntimeError(
+                "ConceptInferer holds no concept similarities for this batch: give the evaluator this inferer "
+                "(its 'inferer') and the ConceptWriter the same one."
+            )
+        similarity, self.similarity = self.similarity, None
+        return similarity.float().cpu()
+
+
+def _file_name(case: str) -> str:
+    """A case id as a file name: path separators and characters a file system may refuse replaced by ``_``."""
+    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", case).strip(". ") or "_"
+
+
+def _per_case(batch, key: str) -> list:
+    """``batch[key]`` split per case, from a batched dict or a decollated list of dicts alike."""
+    return list(batch[key]) if isinstance(batch, Mapping) else [item[key] for item in batch]
+
+
+class ConceptWriter(ClassProbabilityWriter):
+    """Handler writing a concept model's explanations: ``<output_dir>/<filename>``, one row per image, and a figure
+    per image when asked.
+
+    Columns: ``case``, ``predicted`` (the class of highest probability), one per class (its softmax probability),
+    then ``top1_concept, top1_similarity, ..., topk_concept, topk_similarity``: the ``top_k`` concepts of highest
+    cosine similarity with the image, strongest first. The logits are the evaluator's ``pred``, the similarities
+    those :class:`ConceptInferer` kept from the same forward (why: see there). The CSV is written once, when the
+    engine completes, atomically (a run that stops half way leaves none); quoted where a concept name holds a comma.
+
+    With ``figures``, ``<output_dir>/<figures_dir>/<case>.png`` shows each image beside a bar chart of its ``top_k``
+    concepts, the predicted class in the title (:func:`medguide.visualize.concept_figure`), written as each batch
+    completes (each file atomically). The image is the batch's ``image_key`` as the evaluator's transforms left it
+    (``[C, W, H]``, as ``LoadPhotod`` loads a photograph), scaled to its own range for display.
+
+    Example::
+
+        {"_target_": "medguide.engines.ConceptWriter", "output_dir": "@output_dir", "classes": "@class_names",
+         "concepts": "@concept_names", "inferer": "@inferer", "top_k": 5, "figures": "@concept_figures"}
+
+    Args:
+        output_dir: the folder of the CSV (created).
+        classes: the class names, in the order of the logits.
+        concepts: the concept names, in the order of the similarity columns (the rows of the concept matrix).
+        inferer: the evaluator's :class:`ConceptInferer`.
+        top_k: how many concepts per image (at most the number of concepts).
+        filename: the CSV's name.
+        case_key: the batch key holding each case's id.
+        image_key: the batch key holding each image (for the figures).
+        figures: write a figure per image (``true``/``false``, also as a command line's string).
+        figures_dir: the figures' folder, under ``output_dir``.
+        max_figures: write at most this many figures (the first images); ``None`` for all.
+        digits: decimals written per probability and similarity.
+
+    Raises:
+        ValueError: on fewer than two classes, no concept, or ``top_k`` not in ``[1, number of concepts]``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        classes: Sequence[str],
+        concepts: Sequence[str],
+        inferer: ConceptInferer,
+        top_k: int = 5,
+        filename: str = "concepts.csv",
+        case_key: str = "case",
+        image_key: str = "image",
+        figures: bool | str = False,
+        figures_dir: str = "concept_figures",
+        max_figures: int | None = None,
+        digits: int = 6,
+    ) -> None:
+        if isinstance(classes, Mapping) or len(classes) < 2:
+            raise ValueError(f"ConceptWriter: classes must be a list of at least two class names, got {classes!r}.")
+        super().__init__(output_dir, list(classes), filename, case_key, digits)
+        self.concepts = [str(c) for c in concepts]
+        if not self.concepts:
+            raise ValueError("ConceptWriter: concepts is empty; give the names of the concept matrix's rows.")
+        if isinstance(top_k, bool) or int(top_k) != top_k or not 1 <= top_k <= len(self.concepts):
+            raise ValueError(f"ConceptWriter: top_k must be an integer in [1, {len(self.concepts)}], got {top_k!r}.")
+        self.inferer, self.top_k, self.image_key = inferer, int(top_k), image_key
+        self.figures = flag(figures, "figures")
+        self.figures_dir = Path(output_dir) / figures_dir
+        self.max_figures = max_figures
+        self.figure_paths: list[Path] = []
+
+    def header(self) -> list[str]:
+        """``case``, ``predicted``, the classes, then ``top<i>_concept``, ``top<i>_similarity`` per rank."""
+        ranks = [f"top{i}_{part}" for i in range(1, self.top_k + 1) for part in ("concept", "similarity")]
+        return [self.case_key, "predicted", *self.classes["class"], *ranks]
+
+    def reset(self, engine=None) -> None:
+        super().reset(engine)
+        self.figure_paths = []
+
+    def collect(self, engine) -> None:
+        """Add the iteration's images, and write their figures when asked."""
+        cases, probabilities = self.probabilities(engine)
+        similarity = self.inferer.take()
+        if similarity.shape != (len(cases), len(self.concepts)):
+            raise ValueError(
+                f"ConceptWriter: the network gave concept similarities of shape {tuple(similarity.shape)} for "
+                f"{len(cases)} images and {len(self.concepts)} concept names."
+            )
+        strongest, order = similarity.topk(self.top_k, dim=1)
+        names = self.classes["class"]
+        predicted = probabilities.argmax(1).tolist()
+        for i, case in enumerate(cases):
+            ranks = [
+                cell
+                for c, s in zip(order[i].tolist(), strongest[i].tolist())
+                for cell in (self.concepts[c], f"{s:.{self.digits}f}")
+            ]
+            values = (f"{v:.{self.digits}f}" for v in probabilities[i].tolist())
+            self.rows.append([case, names[predicted[i]], *values, *ranks])
+        if self.figures:
+            images = _per_case(engine.state.batch, self.image_key)
+            for i, case in enumerate(cases):
+                if self.max_figures is not None and len(self.figure_paths) >= self.max_figures:
+                    break
+                title = f"{case}: predicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
+                path = self.figures_dir / f"{_file_name(case)}.png"
+                concepts = [self.concepts[c] for c in order[i].tolist()]
+                self.figure_paths.append(concept_figure(images[i], concepts, strongest[i].tolist(), path, title))
+
+    def write(self, engine=None) -> Path:
+        """Write the CSV (header only when there were no images); returns its path."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.header())
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
         return self.path

@@ -31,7 +31,7 @@ from sklearn import metrics as skm
 
 from medguide.data.files import atomic_write_text
 from medguide.losses.classification import check_tasks, split_task_logits, task_targets
-from medguide.metrics.tables import csv_text, markdown_table, mean_sd_cell, sample_sd
+from medguide.metrics.tables import csv_text, markdown_table, mean_sd_cell, mean_sd_columns
 
 __all__ = [
     "METRICS",
@@ -383,13 +383,7 @@ class ClassificationTable:
         rows = []
         for model, seeds in self.predictions.items():
             per_seed = [self._seed_scores(model, seed) for seed in sorted(seeds)]
-            columns = list(per_seed[0])
-            values = torch.tensor([[s[c] for c in columns] for s in per_seed], dtype=torch.float64)
-            row: dict[str, object] = {"model": model, "seeds": len(per_seed)}
-            for column, mean, sd in zip(columns, values.mean(0).tolist(), sample_sd(values).tolist()):
-                row[column] = mean
-                row[f"{column} sd"] = sd
-            rows.append(row)
+            rows.append({"model": model, "seeds": len(per_seed), **mean_sd_columns(per_seed)})
         return rows
 
     def mcnemar_rows(self) -> list[dict[str, object]]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["csv_text", "markdown_table", "mean_sd_cell", "sample_sd"]
+__all__ = ["csv_text", "markdown_table", "mean_sd_cell", "mean_sd_columns", "sample_sd"]
 
 
 def sample_sd(values: torch.Tensor) -> torch.Tensor:
@@ -22,6 +22,23 @@ def sample_sd(values: torch.Tensor) -> torch.Tensor:
     if len(values) < 2:
         return torch.full(values.shape[1:], math.nan, dtype=values.dtype)
     return values.std(0)
+
+
+def mean_sd_columns(repeats: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each column of the repeats' scores (one dict per seed, the same keys) as its mean and, under ``<column> sd``,
+    its sample standard deviation (nan for a single repeat); nan where a repeat's score is nan.
+
+    Example:
+        >>> mean_sd_columns([{"F1": 0.5}, {"F1": 0.7}])
+        {'F1': 0.6, 'F1 sd': 0.14142135623730948}
+    """
+    columns = list(repeats[0])
+    values = torch.tensor([[r[c] for c in columns] for r in repeats], dtype=torch.float64)
+    row: dict[str, float] = {}
+    for column, mean, sd in zip(columns, values.mean(0).tolist(), sample_sd(values).tolist()):
+        row[column] = mean
+        row[f"{column} sd"] = sd
+    return row
 
 
 def csv_text(rows: Sequence[Mapping[str, object]]) -> str:

@@ -1,6 +1,13 @@
 """Figures for reports."""
 
 from medguide.visualize.classification import confusion_matrix_figure, write_classification_report
+from medguide.visualize.concepts import concept_figure, display_image
 from medguide.visualize.segmentation import label_overlay_figure
 
-__all__ = ["confusion_matrix_figure", "label_overlay_figure", "write_classification_report"]
+__all__ = [
+    "concept_figure",
+    "confusion_matrix_figure",
+    "display_image",
+    "label_overlay_figure",
+    "write_classification_report",
+]
