@@ -15,7 +15,7 @@ weights; the losses mean nothing). Each run of a trainer is one training epoch.
    two interleaved epoch by epoch, after one warm-up epoch each, medians of ``--epochs`` epochs:
 
    - b cached: the config's ``guidance#trainer`` on ``guidance#cache`` (``LatentCache``, both frozen encoders run
-     once; that one pass, its ``dataset()``, is the "encode once" column). b re-encoding: the same network,
+     once; that one pass, its ``latents()``, is the "encode once" column). b re-encoding: the same network,
      optimizer and loss on the cache's loader's cases in batches of the same size, shuffled, both encoders run on
      every batch (``cache_latents`` on that batch, with the encoders, ``TaskBatch`` of each, device and precision
      that are ``guidance#cache``'s arguments).
@@ -53,15 +53,20 @@ torch's CPU threads (default torch's own; ``--quick`` uses one, see below).
     python benchmarks/dmg_stages.py --bundle dmg_skin_lesion_classification  # skin, CPU scale, 3 epochs
     python benchmarks/dmg_stages.py --quick    # demo.json's tiny settings and data, 1 epoch: a smoke run
 
-On an Intel(R) Xeon(R) Processor with AMX (amx_bf16, avx512_bf16), torch 2.13.0+cpu, 2 cores (torch's 2 threads)
-shared with other processes: the default run took 115-192 s for the brain bundle (three runs; 28-35 s of CPU in the
-main process) and 85-296 s for the skin bundle (three runs; 23-56 s), ``--quick`` 11 s (brain) and 13 s (skin), about
-7 s of which import torch and MONAI. The spread is the load: with the load average at 4-6, two threads that wait on
-each other while other processes hold the cores stretch small operations most, so the skin run took 242 and 296 s
-(stage a epochs 7-21 s, stage c's cached epoch 0.95-1.5 s, 150-310 images/s at batch 16), but 85 s at a load of 1
-(0.9-1.1 s, 0.035 s, 3,400 images/s) and 80 s with ``--threads 1`` at a load of 4 (1.1-1.3 s, 0.028 s, 2,700
-images/s). Section 1's ratios went with it: cached against re-encoding, b 7-65 and c 4-31 over the skin runs, b 9-39
-and c 6-9 over the brain ones. ``--quick`` uses one thread for that reason (24 and 22 s with two, at a load of 4).
+Measured 2026-11-30 on an Intel(R) Xeon(R) Processor with AMX (amx_bf16, avx512_bf16), torch 2.13.0+cpu, 2 cores
+(torch's 2 threads), nearly idle (load average 1.1), default runs (40 s brain, 53 s skin). Cached against
+re-encoding, per epoch: brain b 9x (0.010 s against 0.089 s), c 9x (0.011 against 0.099); skin b 8x (0.017 against
+0.129), c 30x (0.025 against 0.751). At CPU scale the encoders are so small (24^3 volumes, 64^2 photos, 28-d
+latents) that a re-encoding epoch costs little more than the engine's own work per iteration, which the cached epoch
+pays too, so three of the four ratios fall just short of 10x. At the bundles' default sizes the encoders dominate:
+one forward of the brain bundle's DenseNet121 3D on a batch of 4 four-sequence 96^3 volumes takes 1.1 s, of the skin
+bundle's ResNet50 on 16 photos at 224^2 4.7 s (bfloat16 autocast, same machine), against about 2 ms per cached
+iteration, so caching saves two to three orders of magnitude there. Peak resident memory 630-690 MiB per stage
+(150-210 MiB above the process's start). Inference float32 against bfloat16: brain 620 against 400 volumes/s at
+batch 1, 2,700 against 2,100 at 12; skin 760 against 400 images/s at batch 1, 3,700 against 3,700 at 16 (at these
+sizes bfloat16 autocast costs more than it saves). On the same machine with other processes holding the cores (load
+4-6), every figure was 2-10 times worse and the ratios swung (b 7-65, c 4-31), which is why ``--quick`` uses one
+thread.
 """
 
 from __future__ import annotations
@@ -203,7 +208,7 @@ class ReEncodingBatch(PrepareBatch):
 def stage_b(parser: ConfigParser) -> tuple[float, Trainer, Trainer]:
     """Encode-once time, and stage b's trainer on the cache and a re-encoding one."""
     cache, arguments = parser.get_parsed_content("guidance#cache"), cache_arguments(parser)
-    encode_once = timed(torch.device(arguments["device"]), cache.dataset)
+    encode_once = timed(torch.device(arguments["device"]), cache.latents)  # its data sets encode on first read
     cached = parser.get_parsed_content("guidance#trainer")
     source = arguments["loader"]
     loader = DataLoader(
@@ -232,7 +237,7 @@ def stage_c(parser: ConfigParser, stage_a: dict[str, str]) -> tuple[float, Train
     cached = parser.get_parsed_content("train#trainer")
     # stage c run alone reads the latents stage b wrote, after loading stage a's encoders to check they made them
     reader = LatentCache(**{**cache_arguments(parser), "checkpoints": stage_a})
-    read = timed(cached.state.device, reader.labelled_dataset)
+    read = timed(cached.state.device, reader.latents)
     images, batch = parser.get_parsed_content("train#dataloader"), parser.get_parsed_content("inferior_batch")
     return read, cached, like(cached, images, network=parser.get_parsed_content("network"), prepare_batch=batch)
 
