@@ -18,6 +18,7 @@ from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities, predict_subsets
 from medguide.engines.memory import MemoryCheck, available_memory, estimate_peak_memory
+from medguide.engines.octcoda import DISTILLATION_TERMS, OCTCoDAIteration, distillation_terms
 from medguide.engines.precision import (
     PRECISIONS,
     AutocastCall,
@@ -31,6 +32,9 @@ from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
 
 __all__ = [
+    "DISTILLATION_TERMS",
+    "OCTCoDAIteration",
+    "distillation_terms",
     "PRECISIONS",
     "AutocastCall",
     "BagCollate",
