@@ -22,6 +22,7 @@ split into a :class:`medguide.metrics.ClassificationTable`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -252,9 +253,15 @@ def cache_latents(
 
 
 def _fingerprint(loader: Iterable, *modules: nn.Module) -> str:
-    """A digest of the modules' weights and buffers and of the number of cases (where the loader has a dataset): a
-    cache file is reused only for the encoders and the training set it was made from."""
-    digest = hashlib.sha256(str(len(getattr(loader, "dataset", ()))).encode("utf-8"))
+    """A digest of the modules' weights and buffers, of the number of cases (where the loader has a dataset) and of
+    the datalist items behind them (where the dataset keeps them, as MONAI's ``data``: case ids, file paths, labels,
+    in order): a cache file is reused only for the encoders and the training cases, labels included, it was made
+    from. A corrected label or another data set of the same size is encoded anew; no file is read for this."""
+    dataset = getattr(loader, "dataset", ())
+    digest = hashlib.sha256(str(len(dataset)).encode("utf-8"))
+    items = getattr(dataset, "data", None)
+    if isinstance(items, Sequence) and not isinstance(items, str):
+        digest.update(json.dumps(list(items), sort_keys=True, default=str).encode("utf-8"))
     for module in modules:
         for name, value in module.state_dict().items():
             digest.update(name.encode("utf-8"))
@@ -271,7 +278,8 @@ class LatentCache:
     ``GuidanceMLP``, loss ``torch.nn.MSELoss``) and no encoder runs again. With ``cache_file`` the latents
     are also written there (atomically) and read back by a later run, e.g. stage b run alone again, as long as the
     encoders' weights and the number of training cases are those that made them (a digest of both is stored beside
-    them); delete the file after changing the training cases' contents. Stage c trains ``D_c`` on
+    them, and the training cases' datalist items: ids, paths, labels); delete the file after changing the contents of
+    an image file in place. Stage c trains ``D_c`` on
     :meth:`labelled_dataset` (``{"image": z_I, "label": targets}``) through
     :meth:`medguide.networks.GuidedClassifier.latent_head`, so ``E_I`` does not run there either.
 

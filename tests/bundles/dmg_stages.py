@@ -3,11 +3,13 @@ chained through their checkpoint files (stage c holds stage a's ``E_I`` and stag
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
-from tests.bundles.helpers import bundle, configs, make_tiny_data, overrides
+from tests.bundles.helpers import REPO, bundle, config_list, configs, make_tiny_data, overrides
 
 STAGE_OUTPUTS = {
     "train_classifiers": [
@@ -68,3 +70,23 @@ def check_stages_chained(staged: dict) -> dict[str, torch.Tensor]:
         assert torch.equal(guided[f"guidance.{key}"], value), key
     assert any(key.startswith("head.") for key in guided)
     return guided
+
+
+def train_in_two_processes(name: str, tmp: Path, values: dict) -> subprocess.CompletedProcess:
+    """The multi-GPU overlay on CPU: every stage through torchrun with two processes and the gloo backend."""
+    data = make_tiny_data(name, tmp / "data")
+    files = config_list(configs(name) / "train.json", configs(name) / "multi_gpu_train.json")
+    args = [
+        "--config_file",
+        files,
+        *overrides({**values, "max_epochs": 1, "guidance_epochs": 1, "bundle_root": str(tmp / "run")}),
+        *overrides({"dataset_dir": str(data)}),
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+    )

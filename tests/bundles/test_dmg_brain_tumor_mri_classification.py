@@ -17,7 +17,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from tests.bundles.dmg_stages import check_stages_chained, stages_run_alone
+from tests.bundles.dmg_stages import check_stages_chained, stages_run_alone, train_in_two_processes
 from tests.bundles.helpers import bundle, bundle_fails, configs, make_tiny_data, overrides, stage_workflow, tiny
 
 NAME = "dmg_brain_tumor_mri_classification"
@@ -208,3 +208,11 @@ def test_skip_invalid_trains_without_the_bad_case(clean, bad, tmp_path, capsys):
     assert clean.case not in used and len(used) > 1
     # the bundle's logging.conf writes to stdout
     assert f"skipping invalid case {clean.case!r}: file {str(file)!r}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_stage_trains_in_two_processes(tmp_path):
+    """The multi-GPU overlay runs all three stages data-parallel (stage c's guided head too) with gloo on CPU."""
+    result = train_in_two_processes(NAME, tmp_path, TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()

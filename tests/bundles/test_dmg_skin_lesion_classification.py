@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from medguide.data import DERM7PT_TASKS
-from tests.bundles.dmg_stages import check_stages_chained, stages_run_alone
+from tests.bundles.dmg_stages import check_stages_chained, stages_run_alone, train_in_two_processes
 from tests.bundles.helpers import bundle_fails, configs, make_tiny_data, overrides, stage_workflow, tiny
 
 NAME = "dmg_skin_lesion_classification"
@@ -310,3 +310,24 @@ def test_the_real_meta_csv_splits_as_the_paper(real_derm7pt, tmp_path):
     assert labels.shape == (411, 8) and (labels >= 0).all()
     assert (labels.max(0) < [len(names) for names in DERM7PT_TASKS.values()]).all()
     assert all(set(item) == {"case", "clinic"} for item in sections["test"])
+
+
+@pytest.mark.slow
+def test_every_stage_trains_in_two_processes(tmp_path):
+    """The multi-GPU overlay runs all three stages data-parallel (stage c's guided head too) with gloo on CPU."""
+    result = train_in_two_processes(NAME, tmp_path, TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()
+
+
+def test_class_balanced_sampling_replaces_the_diagnosis_weights(tmp_path):
+    """Sampling the diagnoses balanced and weighting them in the loss would count the imbalance twice: with the
+    sampler on, the diagnosis loses its class weights and the seven criteria, which the sampler does not balance,
+    keep theirs."""
+    data = make_tiny_data(NAME, tmp_path / "data")
+    common = {**TINY, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}
+    weighted = stage_workflow(NAME, "train", **common).parser.get_parsed_content("class_weights")
+    parser = stage_workflow(NAME, "train", **common, class_balanced_sampling=True).parser
+    balanced = parser.get_parsed_content("class_weights")
+    assert set(weighted) == set(DERM7PT_TASKS) and set(balanced) == set(DERM7PT_TASKS) - {"diagnosis"}
+    assert isinstance(parser.get_parsed_content("train#dataloader").sampler, torch.utils.data.WeightedRandomSampler)

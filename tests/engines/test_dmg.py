@@ -237,6 +237,31 @@ def test_latent_cache_file_is_reused_only_for_the_same_encoders(loader, stage_a,
         cache_file.unlink()
 
 
+def test_latent_cache_file_is_not_reused_after_a_label_changes(loader, stage_b, tmp_path):
+    """Stage c trains on the cached labels: a corrected label (same cases, same encoders) is encoded anew, so the
+    targets, the class weights and the sampler describe one labelling."""
+    cache = stage_b["cache"]
+    cache_file = tmp_path / "latents.pt"
+    LatentCache(cache.inferior, cache.superior, loader, INFERIOR, SUPERIOR, cache_file=cache_file).latents()
+    items = [dict(item) for item in loader.dataset.data]
+    items[0]["label"] = (items[0]["label"] + 1) % TASKS["class"]
+    relabelled = DataLoader(
+        CacheDataset(items, loader.dataset.transform, progress=False), batch_size=2, collate_fn=BagCollate("bag")
+    )
+    encoded = []
+    hook = cache.inferior.encoder.register_forward_hook(lambda module, args, out: encoded.append(len(out)))
+    try:
+        again = LatentCache(cache.inferior, cache.superior, relabelled, INFERIOR, SUPERIOR, cache_file=cache_file)
+        assert int(again.targets()[0, 0]) == items[0]["label"]
+        assert sum(encoded) == CASES  # encoded anew, not read back with the old label
+        assert (
+            int(LatentCache(cache.inferior, cache.superior, loader, INFERIOR, SUPERIOR).targets()[0, 0])
+            != items[0]["label"]
+        )
+    finally:
+        hook.remove()
+
+
 def test_stage_c_loads_stage_a_and_b_and_keeps_them_frozen(stage_a, stage_b, stage_c):
     guided = stage_c["guided"]
     # parameters and batch-norm statistics of E_I are stage a's, those of G stage b's, after two epochs of training
