@@ -10,9 +10,11 @@ from medguide.engines.dmg import (
     cache_latents,
     evaluate_guidance,
     evaluate_seeds,
+    evaluating,
     guidance_rows,
     load_parts,
     lower_is_better,
+    predict_rows,
 )
 from medguide.engines.inferers import MirroredInferer
 from medguide.engines.known_warnings import show_known_warnings_once
@@ -62,11 +64,13 @@ __all__ = [
     "engine_precision",
     "evaluate_guidance",
     "evaluate_seeds",
+    "evaluating",
     "estimate_peak_memory",
     "finish_distributed",
     "guidance_rows",
     "load_parts",
     "lower_is_better",
+    "predict_rows",
     "predict_subsets",
     "resolve_precision",
     "save_network_settings",

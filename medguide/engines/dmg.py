@@ -21,11 +21,12 @@ split into a :class:`medguide.metrics.ClassificationTable`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -53,8 +54,10 @@ __all__ = [
     "evaluate_guidance",
     "evaluate_seeds",
     "guidance_rows",
+    "evaluating",
     "load_parts",
     "lower_is_better",
+    "predict_rows",
 ]
 
 logger = logging.getLogger("medguide.engines")
@@ -197,6 +200,43 @@ def _encoding(encoder: nn.Module) -> Callable:
     return getattr(encoder, "encode", encoder)
 
 
+@contextlib.contextmanager
+def evaluating(networks: Iterable[nn.Module]) -> Iterator[None]:
+    """Every network in eval mode without gradient for the block, each put back in its own mode afterwards (also
+    when the block raises): how the latent cache, the table and the report run trained networks."""
+    networks = list(networks)
+    modes = [network.training for network in networks]
+    try:
+        for network in networks:
+            network.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for network, mode in zip(networks, modes):
+            network.train(mode)
+
+
+def predict_rows(
+    rows: Mapping[str, tuple[nn.Module, TaskBatch]],
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
+) -> Iterator[tuple[Mapping, dict[str, torch.Tensor]]]:
+    """Each batch of ``loader`` with every row's logits on it: ``(batch, {row: logits [B, outputs] float32})``.
+
+    Each row's network runs (in eval mode without gradient, :func:`evaluating`, in ``precision``) on what its
+    ``prepare_batch`` takes from the batch; the one loop behind :func:`evaluate_guidance` and the demo report.
+    """
+    dtype = resolve_precision(precision, device)
+    with evaluating(network for network, _ in rows.values()), autocast(dtype, device):
+        for batchdata in loader:
+            logits = {}
+            for row, (network, batch) in rows.items():
+                x, kwargs = batch.inputs(batchdata, device)
+                logits[row] = torch.as_tensor(network(x, **kwargs)).float()
+            yield batchdata, logits
+
+
 def cache_latents(
     encoders: nn.Module | Sequence[nn.Module],
     loader: Iterable,
@@ -230,23 +270,16 @@ def cache_latents(
     if len(batches) != len(encoders):
         raise ValueError(f"cache_latents: {len(batches)} prepare_batch for {len(encoders)} encoders.")
     dtype = resolve_precision(precision, device)
-    modes = [encoder.training for encoder in encoders]
     latents: list[list[torch.Tensor]] = [[] for _ in encoders]
     targets = []
-    try:
-        for encoder in encoders:
-            encoder.eval()
-        with torch.no_grad(), autocast(dtype, device):
-            for batchdata in loader:
-                for encoder, batch, kept in zip(encoders, batches, latents):
-                    x, kwargs = batch.inputs(batchdata, device)
-                    # plain tensors: an image's meta data would follow its latent into the cache and its collation
-                    kept.append(convert_to_tensor(_encoding(encoder)(x, **kwargs), track_meta=False).float().cpu())
-                label = batches[0].targets(batchdata)
-                targets.append(label if label is not None else torch.zeros(len(kept[-1]), 0, dtype=torch.long))
-    finally:
-        for encoder, mode in zip(encoders, modes):
-            encoder.train(mode)
+    with evaluating(encoders), autocast(dtype, device):
+        for batchdata in loader:
+            for encoder, batch, kept in zip(encoders, batches, latents):
+                x, kwargs = batch.inputs(batchdata, device)
+                # plain tensors: an image's meta data would follow its latent into the cache and its collation
+                kept.append(convert_to_tensor(_encoding(encoder)(x, **kwargs), track_meta=False).float().cpu())
+            label = batches[0].targets(batchdata)
+            targets.append(label if label is not None else torch.zeros(len(kept[-1]), 0, dtype=torch.long))
     if not targets:
         raise ValueError("cache_latents: the loader gave no batch to encode.")
     return (*(torch.cat(kept) for kept in latents), torch.cat(targets))
@@ -557,23 +590,12 @@ def evaluate_guidance(
     Raises:
         ValueError: a batch without labels.
     """
-    dtype = resolve_precision(precision, device)
-    networks = [network for network, _ in rows.values()]
-    modes = [network.training for network in networks]
-    try:
-        for network in networks:
-            network.eval()
-        with torch.no_grad(), autocast(dtype, device):
-            for batchdata in loader:
-                for row, (network, batch) in rows.items():
-                    targets = batch.targets(batchdata)
-                    if targets is None:
-                        raise ValueError(f"evaluate_guidance: a batch has no label '{batch.label_key}' to score.")
-                    x, kwargs = batch.inputs(batchdata, device)
-                    table.update(row, seed, network(x, **kwargs).float(), targets)
-    finally:
-        for network, mode in zip(networks, modes):
-            network.train(mode)
+    for batchdata, logits in predict_rows(rows, loader, device, precision):
+        for row, (_, batch) in rows.items():
+            targets = batch.targets(batchdata)
+            if targets is None:
+                raise ValueError(f"evaluate_guidance: a batch has no label '{batch.label_key}' to score.")
+            table.update(row, seed, logits[row], targets)
     if output_dir is not None:
         paths = table.save(output_dir, name)
         logger.info("guidance table (%s):\n%s", ", ".join(map(str, paths)), table.to_markdown())

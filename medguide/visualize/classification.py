@@ -69,22 +69,14 @@ def confusion_matrix_figure(
 
 def _predict(rows, loader, device, case_key: str) -> tuple[list[str], dict[str, torch.Tensor], torch.Tensor]:
     """(case ids, {row: logits [N, outputs]}, targets [N, T]) of every row on every case of ``loader``."""
+    from medguide.engines.dmg import predict_rows
+
     cases, logits, targets = [], {row: [] for row in rows}, []
-    networks = [network for network, _ in rows.values()]
-    modes = [network.training for network in networks]
-    try:
-        for network in networks:
-            network.eval()
-        with torch.no_grad():
-            for batch in loader:
-                cases += [str(case) for case in batch[case_key]]
-                for row, (network, prepare) in rows.items():
-                    x, kwargs = prepare.inputs(batch, device)
-                    logits[row].append(torch.as_tensor(network(x, **kwargs)).float().cpu())
-                targets.append(next(iter(rows.values()))[1].targets(batch))
-    finally:
-        for network, mode in zip(networks, modes):
-            network.train(mode)
+    for batch, predicted in predict_rows(rows, loader, device):
+        cases += [str(case) for case in batch[case_key]]
+        for row, values in predicted.items():
+            logits[row].append(values.cpu())
+        targets.append(next(iter(rows.values()))[1].targets(batch))
     return cases, {row: torch.cat(v) for row, v in logits.items()}, torch.cat(targets)
 
 

@@ -4,12 +4,11 @@ chained through their checkpoint files (stage c holds stage a's ``E_I`` and stag
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.bundles.helpers import REPO, bundle, config_list, configs, make_tiny_data, overrides
+from tests.bundles.helpers import bundle, bundle_in_two_processes, config_list, configs, make_tiny_data, overrides
 
 STAGE_OUTPUTS = {
     "train_classifiers": [
@@ -82,11 +81,4 @@ def train_in_two_processes(name: str, tmp: Path, values: dict) -> subprocess.Com
         *overrides({**values, "max_epochs": 1, "guidance_epochs": 1, "bundle_root": str(tmp / "run")}),
         *overrides({"dataset_dir": str(data)}),
     ]
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-    )
+    return bundle_in_two_processes("run", *args)

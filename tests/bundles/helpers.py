@@ -131,11 +131,11 @@ def overrides(values: dict) -> list[str]:
     return args
 
 
-def _run(args: tuple[str, ...], timeout: int) -> subprocess.CompletedProcess:
+def _run(args: tuple[str, ...], timeout: int, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MEDGUIDE_TRACEBACK", None)
     return subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args],
+        [sys.executable, *launcher, "-m", "monai.bundle", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -159,6 +159,12 @@ def bundle_fails(*args: str, timeout: int = 600) -> str:
         f"monai.bundle {args[0]} succeeded:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result.stderr.strip()
+
+
+def bundle_in_two_processes(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m monai.bundle <args>`` from the repository root (a bundle's multi-GPU overlay
+    on CPU, gloo); the finished process, to check as the caller needs."""
+    return _run(args, timeout, launcher=("-m", "torch.distributed.run", "--nproc_per_node=2"))
 
 
 def config_list(*paths: Path) -> str:

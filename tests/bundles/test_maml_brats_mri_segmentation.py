@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,9 +16,9 @@ import torch
 
 from medguide.data import brats_datalist
 from tests.bundles.helpers import (
-    REPO,
     bundle,
     bundle_fails,
+    bundle_in_two_processes,
     config_list,
     configs,
     make_tiny_data,
@@ -118,14 +116,7 @@ def test_two_cpu_processes_train_together(tmp_path):
         files,
         *overrides({**TINY, "max_epochs": 1, "bundle_root": str(tmp_path / "run"), "dataset_dir": str(data)}),
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-    )
+    result = bundle_in_two_processes("run", *args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
     # channels-last weights whose gradients DDP would have to copy into its buckets at every step
