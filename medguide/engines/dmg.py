@@ -432,9 +432,10 @@ class _CachedLatents(TorchDataset):
         return {"image": z_inferior[index], "label": label[index]}
 
 
-def _read_state(path: Path, map_location: str | torch.device) -> Mapping[str, torch.Tensor]:
+def _read_state(path: Path, map_location: str | torch.device, run_id: str | None = None) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
-        raise InputError(f"no checkpoint at '{path}': run the stage that writes it first.")
+        stage = f"the {run_id} stage first (--run_id {run_id})" if run_id else "the stage that writes it first"
+        raise InputError(f"no checkpoint at '{path}': run {stage}.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
@@ -445,7 +446,10 @@ def _read_state(path: Path, map_location: str | torch.device) -> Mapping[str, to
 
 
 def load_parts(
-    network: nn.Module, parts: Mapping[str, str | os.PathLike], map_location: str | torch.device = "cpu"
+    network: nn.Module,
+    parts: Mapping[str, str | os.PathLike],
+    map_location: str | torch.device = "cpu",
+    written_by: Mapping[str, str] | None = None,
 ) -> nn.Module:
     """Load trained parts of ``network`` from the checkpoints of earlier stages, each part strictly; returns it.
 
@@ -454,7 +458,8 @@ def load_parts(
     under ``<part>.`` are loaded with that prefix removed (stage a's ``LatentClassifier`` file into a
     ``GuidedClassifier``'s ``encoder``); a file without any key under it is the part's own state dict and is loaded
     whole (stage b's ``GuidanceMLP`` file into ``guidance``). Frozen parts load as well (their keys are the wrapped
-    module's). Files load with ``map_location`` and ``weights_only=True``.
+    module's). Files load with ``map_location`` and ``weights_only=True``. ``written_by`` (``{part: run id}``, e.g.
+    ``{"": "train_teacher"}``) names in the missing-file message the bundle run id that writes each part's file.
 
     Example: ``load_parts(guided, {"encoder": "models/classifiers/inferior/model.pt", "guidance":
     "models/guidance/model.pt"}, "cuda")``.
@@ -470,7 +475,7 @@ def load_parts(
         except AttributeError as error:
             raise ValueError(f"load_parts: {type(network).__name__} has no part {part!r}.") from error
         path = Path(path)
-        state = _read_state(path, map_location)
+        state = _read_state(path, map_location, (written_by or {}).get(part))
         prefix = f"{part}." if part else ""
         if prefix and any(key.startswith(prefix) for key in state):
             state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
@@ -503,12 +508,19 @@ class PartsLoader:
         network: the network to load into.
         parts: ``{part: checkpoint path}`` as for :func:`load_parts`.
         map_location: where the loaded tensors go.
+        written_by: ``{part: run id}`` of the stages that write the files, named when one is missing (e.g.
+            ``{"": "train_teacher"}``).
     """
 
     def __init__(
-        self, network: nn.Module, parts: Mapping[str, str | os.PathLike], map_location: str | torch.device = "cpu"
+        self,
+        network: nn.Module,
+        parts: Mapping[str, str | os.PathLike],
+        map_location: str | torch.device = "cpu",
+        written_by: Mapping[str, str] | None = None,
     ) -> None:
         self.network, self.parts, self.map_location = network, dict(parts), map_location
+        self.written_by = dict(written_by or {})
         self._error: InputError | None = None
 
     def attach(self, engine) -> None:
@@ -523,7 +535,7 @@ class PartsLoader:
     def __call__(self, engine=None) -> None:
         network = self.network.module if isinstance(self.network, nn.parallel.DistributedDataParallel) else self.network
         try:
-            load_parts(network, self.parts, self.map_location)
+            load_parts(network, self.parts, self.map_location, self.written_by)
         except InputError as error:
             self._error = error
             raise

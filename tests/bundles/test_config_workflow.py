@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
+from monai.transforms import Compose, RandomizableTrait, Transform
 
 from tests.bundles.helpers import (
     BUNDLES,
@@ -85,3 +86,32 @@ def test_torchscript_export_gives_the_same_output(tiny_run, tmp_path, name):
     with torch.no_grad():
         expected = network(x)
         torch.testing.assert_close(torch.jit.load(str(exported), map_location="cpu")(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def _ids_of(config, wanted, prefix=""):
+    """The config ids (``a#b#0``) of every dict in ``config`` that ``wanted`` accepts."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        path = f"{prefix}#{key}" if prefix else str(key)
+        if isinstance(value, dict) and wanted(value):
+            yield path
+        yield from _ids_of(value, wanted, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_cached_datasets_cache_what_comes_before_the_first_random_transform(tiny_run, name):
+    # CacheDataset caches up to its first random transform, and a nested Compose counts as random whatever it holds:
+    # Compose([@preprocessing, @augmentation]) caches nothing and reads every image from disk every epoch
+    parser = tiny_run(name).parsers["train"]
+    cached = list(_ids_of(parser.get(), lambda v: str(v.get("_target_", "")).endswith("CacheDataset")))
+    assert cached, f"{name}: train.json declares no CacheDataset"
+    for config_id in cached:
+        transform = parser.get_parsed_content(config_id).transform
+        first = transform.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+        if first is not None:
+            stop = transform.transforms[first]
+            assert not isinstance(stop, Compose), (
+                f"{name}: {config_id} stops caching at a nested Compose (transform {first}); flatten it "
+                "(monai.transforms.Compose([...]).flatten()) so that its deterministic transforms are cached"
+            )

@@ -292,8 +292,11 @@ def test_a_wrong_checkpoint_is_named_in_one_line(loader, stage_a, stage_b):
     message = str(error.value)
     assert str(stage_b["pt"]) in message and "encoder" in message and "\n" not in message
     assert same(before, state(guided))
-    with pytest.raises(InputError, match="no checkpoint at"):
+    with pytest.raises(InputError, match="no checkpoint at .*: run the stage that writes it first"):
         load_parts(guided, {"guidance": stage_a["out"] / "missing.pt"})
+    # where the config says which run id writes a part, the message names it
+    with pytest.raises(InputError, match=r"run the train_guidance stage first \(--run_id train_guidance\)"):
+        load_parts(guided, {"guidance": stage_a["out"] / "missing.pt"}, written_by={"guidance": "train_guidance"})
     # as stage c's first handler, the error ends the run as it is
     trainer = Trainer(
         device="cpu",
