@@ -1,11 +1,15 @@
-"""The report of a classification bundle's demo: the result table, a confusion matrix per task, cases where guidance
-changed the prediction, and the commands that reproduce it.
+"""The report of a classification bundle's demo: the result table, a confusion matrix per task, cases where the
+method changed the prediction (guidance for DMG, distillation for OCT-CoDA), the concepts a concept model saw in a few
+test images, and the commands that reproduce it.
 
 ``medguide demo`` calls :func:`write_classification_report` when a bundle's ``configs/demo.json`` names it as its
 ``report``. It reads what the bundle's ``evaluate.json`` declares: ``evaluate#rows`` (``{row: (network,
 prepare_batch)}``, e.g. the deep multimodal guidance rows S+I, S, I, G(I), G(I)+I), ``evaluate#checkpoints``,
 ``seed_dirs``, ``seeds``, ``evaluate#dataloader`` (the test split), ``evaluate#name`` (the table written to
-``output_dir``) and ``classes``.
+``output_dir``) and ``classes``; optionally ``evaluate#compared`` (the baseline row and the method's row whose
+predictions are compared case by case, default ``["I", "G(I)+I"]``) and ``evaluate#method_name`` (default
+``"guidance"``). Where the method's network explains with concepts, the report shows a few test images beside their
+strongest concepts (``concept_names``).
 """
 
 from __future__ import annotations
@@ -80,15 +84,53 @@ def _predict(rows, loader, device, case_key: str) -> tuple[list[str], dict[str, 
     return cases, {row: torch.cat(v) for row, v in logits.items()}, torch.cat(targets)
 
 
-def _changed_cases(cases, logits, targets, tasks: Mapping[str, int], classes: Mapping[str, Sequence[str]]) -> list:
-    """Markdown table rows of the cases whose prediction G(I)+I changed from I's, per task: how many guidance fixed,
-    broke and changed while still wrong, then examples of each in turn (a fixed, a broken, a still-wrong case, ...),
-    up to ``SHOWN_CASES``, so the examples show both sides as the counts do."""
+def _concept_figures(network, parser, out: Path) -> list[Path]:
+    """``concepts_<case>.png`` in ``out`` for the first ``SHOWN_CASES`` test cases, where ``network`` explains its
+    predictions with concepts (it takes ``with_concepts``, as :class:`medguide.networks.ConceptClassifier`); else
+    none. Each shows the image beside its ``top_k`` strongest concepts (:func:`medguide.visualize.concept_figure`)."""
+    if not hasattr(network, "num_concepts"):
+        return []
+    from medguide.engines.dmg import evaluating
+    from medguide.visualize.concepts import concept_figure
+
+    names = list(parser.get_parsed_content("concept_names"))
+    classes = list(parser.get_parsed_content("classes"))
+    image_key, label_key, case_key = (parser.get_parsed_content(k) for k in ("image_key", "label_key", "case_key"))
+    device = next(network.parameters()).device
+    paths = []
+    for batch in parser.get_parsed_content("evaluate#dataloader"):
+        images = batch[image_key][: SHOWN_CASES - len(paths)]
+        with evaluating([network]):
+            inputs = images.as_tensor() if hasattr(images, "as_tensor") else images
+            outputs = network(inputs.to(device), with_concepts=True)
+        for i, case in enumerate(batch[case_key][: len(images)]):
+            top = outputs.similarity[i].float().cpu().topk(min(5, len(names)))
+            predicted, true = classes[int(outputs.logits[i].argmax())], classes[int(batch[label_key][i])]
+            path, title = out / f"concepts_{case}.png", f"{case}: predicted {predicted}, true {true}"
+            paths.append(concept_figure(images[i], [names[j] for j in top.indices], top.values, path, title))
+        if len(paths) >= SHOWN_CASES:
+            break
+    return paths
+
+
+def _changed_cases(
+    cases,
+    logits,
+    targets,
+    tasks: Mapping[str, int],
+    classes: Mapping[str, Sequence[str]],
+    compared: Sequence[str] = (BASELINE, GUIDED),
+) -> list:
+    """Markdown table rows of the cases whose prediction the method's row (``compared[1]``, default G(I)+I) changed
+    from the baseline row's (``compared[0]``, default I), per task: how many the method fixed, broke and changed while
+    still wrong, then examples of each in turn (a fixed, a broken, a still-wrong case, ...), up to ``SHOWN_CASES``, so
+    the examples show both sides as the counts do."""
     from medguide.losses.classification import split_task_logits
 
-    if BASELINE not in logits or GUIDED not in logits:
+    before_row, after_row = compared
+    if before_row not in logits or after_row not in logits:
         return []
-    baseline, guided = split_task_logits(logits[BASELINE], tasks), split_task_logits(logits[GUIDED], tasks)
+    baseline, guided = split_task_logits(logits[before_row], tasks), split_task_logits(logits[after_row], tasks)
     rows = []
     for column, task in enumerate(tasks):
         names = classes[task]
@@ -127,7 +169,7 @@ def write_classification_report(
     timings: dict[str, float],
     inference: dict | None = None,
 ) -> Path:
-    """Write ``report.md`` (table, a confusion matrix figure per task, cases where guidance changed the prediction,
+    """Write ``report.md`` (table, a confusion matrix figure per task, cases where the method changed the prediction,
     timings, commands) into ``out``; returns its path.
 
     Args:
@@ -178,7 +220,12 @@ def write_classification_report(
     inferior = parser.get("inferior_name", "inferior image")
     table_name = parser.get_parsed_content("evaluate#name")
     table = (Path(parser.get_parsed_content("output_dir")) / f"{table_name}.md").read_text(encoding="utf-8")
-    changed = _changed_cases(cases, logits, targets, tasks, classes)
+    # which two rows the "changed" section compares, and what the method is called there (DMG's by default)
+    before_row, after_row = parser.get("evaluate#compared", [BASELINE, GUIDED])
+    method = parser.get("evaluate#method_name", "guidance")
+    changed = _changed_cases(cases, logits, targets, tasks, classes, (before_row, after_row))
+    explained = _concept_figures(rows[after_row][0], parser, out) if after_row in rows else []
+    inferred = sorted(Path(inference["predictions"]).rglob("*.png"))[:SHOWN_CASES] if inference else []
     synthetic = not parser.get("dataset_dir")
     lines = [
         f"# medguide demo: {bundle}",
@@ -204,32 +251,48 @@ def write_classification_report(
         "",
         f"Test cases of seed {seeds[0]}; rows true class, columns predicted, shaded by the share of the row.",
         "",
-        "## Cases where guidance changed the prediction",
+        f"## Cases where {method} changed the prediction",
         "",
         *(
             [
-                f"{BASELINE} is the {inferior}-only classifier, {GUIDED} the guided one (probability of the "
-                f"predicted class in brackets); per task, how many test cases guidance fixed, broke or changed while "
-                f"still wrong, and up to {SHOWN_CASES} examples taking each kind in turn; seed {seeds[0]}.",
+                f"{before_row} is the {inferior} classifier without {method}, {after_row} the one with it "
+                f"(probability of the predicted class in brackets); per task, how many test cases {method} fixed, "
+                f"broke or changed while still wrong, and up to {SHOWN_CASES} examples taking each kind in turn; "
+                f"seed {seeds[0]}.",
                 "",
-                "| case | task | true | I | G(I)+I | |",
+                f"| case | task | true | {before_row} | {after_row} | |",
                 "|---|---|---|---|---|---|",
                 *changed,
             ]
             if changed
-            else ["Guidance changed no test prediction of this seed."]
+            else [f"{method.capitalize()} changed no test prediction of this seed."]
         ),
         "",
         *(
             [
+                f"## What {after_row} saw: the strongest concepts",
+                "",
+                f"The first test cases of seed {seeds[0]}, each beside the concepts its {inferior} is most similar to "
+                "(cosine similarity with the concept's text embedding), the predicted and true class in the title.",
+                "",
+                *[f"![{p.stem}]({p.name})" for p in explained],
+                "",
+            ]
+            if explained
+            else []
+        ),
+        *(
+            [
                 "## Inference on a real case",
                 "",
-                f"The guided model classified `{inference['sample']}` from its {inferior} alone; probabilities in "
+                f"The {after_row} model classified `{inference['sample']}` from its {inferior} alone; probabilities in "
                 f"`{inference['predictions']}`. It was trained on synthetic data only: no measure of accuracy.",
                 "",
                 "```",
                 inference["command"],
                 "```",
+                "",
+                *[f"![{p.stem}]({os.path.relpath(p, out)})" for p in inferred],
                 "",
             ]
             if inference
