@@ -21,7 +21,7 @@ from medguide.data.files import atomic_write_text
 from medguide.losses.classification import split_task_logits
 from medguide.visualize.concepts import concept_figure
 
-__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter"]
+__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "case_file_name"]
 
 
 class ClassProbabilityWriter:
@@ -96,8 +96,10 @@ class ClassProbabilityWriter:
 
     def write(self, engine=None) -> Path:
         """Write the CSV (header only when there were no cases); returns its path."""
-        lines = [",".join(self.header()), *(",".join(row) for row in self.rows)]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        # csv quotes a case id or concept name holding a comma or a quote ("eye, left.jpg")
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows([self.header(), *self.rows])
+        atomic_write_text(self.path, text.getvalue())
         return self.path
 
 
@@ -143,7 +145,7 @@ class ConceptInferer(Inferer):
         return similarity.float().cpu()
 
 
-def _file_name(case: str) -> str:
+def case_file_name(case: str) -> str:
     """A case id as a file name: path separators and characters a file system may refuse replaced by ``_``."""
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", case).strip(". ") or "_"
 
@@ -255,7 +257,7 @@ class ConceptWriter(ClassProbabilityWriter):
                 if self.max_figures is not None and len(self.figure_paths) >= self.max_figures:
                     break
                 title = f"{case}: predicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
-                path = self.figures_dir / f"{_file_name(case)}.png"
+                path = self.figures_dir / f"{case_file_name(case)}.png"
                 concepts = [self.concepts[c] for c in order[i].tolist()]
                 self.figure_paths.append(concept_figure(images[i], concepts, strongest[i].tolist(), path, title))
 
