@@ -610,7 +610,7 @@ def evaluate_guidance(
             table.update(row, seed, logits[row], targets)
     if output_dir is not None:
         paths = table.save(output_dir, name)
-        logger.info("guidance table (%s):\n%s", ", ".join(map(str, paths)), table.to_markdown())
+        logger.info("%s (%s):\n%s", name, ", ".join(map(str, paths)), table.to_markdown())
     return table
 
 

@@ -27,6 +27,7 @@ __all__ = ["confusion_matrix_figure", "write_classification_report"]
 
 BASELINE, GUIDED = "I", "G(I)+I"
 SHOWN_CASES = 5
+TOP_CONCEPTS = 5
 
 
 def confusion_matrix_figure(
@@ -71,12 +72,15 @@ def confusion_matrix_figure(
     return path
 
 
-def _predict(rows, loader, device, case_key: str) -> tuple[list[str], dict[str, torch.Tensor], torch.Tensor]:
-    """(case ids, {row: logits [N, outputs]}, targets [N, T]) of every row on every case of ``loader``."""
+def _predict(
+    rows, loader, device, case_key: str, precision: str = "float32"
+) -> tuple[list[str], dict[str, torch.Tensor], torch.Tensor]:
+    """(case ids, {row: logits [N, outputs]}, targets [N, T]) of every row on every case of ``loader``, in the
+    ``precision`` the table was computed in."""
     from medguide.engines.dmg import predict_rows
 
     cases, logits, targets = [], {row: [] for row in rows}, []
-    for batch, predicted in predict_rows(rows, loader, device):
+    for batch, predicted in predict_rows(rows, loader, device, precision):
         cases += [str(case) for case in batch[case_key]]
         for row, values in predicted.items():
             logits[row].append(values.cpu())
@@ -91,22 +95,26 @@ def _concept_figures(network, parser, out: Path) -> list[Path]:
     if not hasattr(network, "num_concepts"):
         return []
     from medguide.engines.dmg import evaluating
+    from medguide.engines.precision import autocast, resolve_precision
+    from medguide.engines.predictions import case_file_name
     from medguide.visualize.concepts import concept_figure
 
     names = list(parser.get_parsed_content("concept_names"))
     classes = list(parser.get_parsed_content("classes"))
     image_key, label_key, case_key = (parser.get_parsed_content(k) for k in ("image_key", "label_key", "case_key"))
     device = next(network.parameters()).device
+    dtype = resolve_precision(parser.get_parsed_content("precision"), device)
     paths = []
     for batch in parser.get_parsed_content("evaluate#dataloader"):
         images = batch[image_key][: SHOWN_CASES - len(paths)]
-        with evaluating([network]):
+        with evaluating([network]), autocast(dtype, device):
             inputs = images.as_tensor() if hasattr(images, "as_tensor") else images
             outputs = network(inputs.to(device), with_concepts=True)
         for i, case in enumerate(batch[case_key][: len(images)]):
-            top = outputs.similarity[i].float().cpu().topk(min(5, len(names)))
+            top = outputs.similarity[i].float().cpu().topk(min(TOP_CONCEPTS, len(names)))
             predicted, true = classes[int(outputs.logits[i].argmax())], classes[int(batch[label_key][i])]
-            path, title = out / f"concepts_{case}.png", f"{case}: predicted {predicted}, true {true}"
+            title = f"{case}: predicted {predicted}, true {true}"
+            path = out / f"concepts_{case_file_name(str(case))}.png"
             paths.append(concept_figure(images[i], [names[j] for j in top.indices], top.values, path, title))
         if len(paths) >= SHOWN_CASES:
             break
@@ -200,8 +208,9 @@ def write_classification_report(
     for network, path in parser.get_parsed_content("evaluate#checkpoints"):
         load_parts(network, {"": Path(seed_dirs[0]) / path}, map_location=device)
     rows = parser.get_parsed_content("evaluate#rows")
+    precision = parser.get_parsed_content("precision")
     cases, logits, targets = _predict(
-        rows, parser.get_parsed_content("evaluate#dataloader"), device, parser.get_parsed_content("case_key")
+        rows, parser.get_parsed_content("evaluate#dataloader"), device, parser.get_parsed_content("case_key"), precision
     )
 
     from medguide.losses.classification import split_task_logits
@@ -221,8 +230,10 @@ def write_classification_report(
     table_name = parser.get_parsed_content("evaluate#name")
     table = (Path(parser.get_parsed_content("output_dir")) / f"{table_name}.md").read_text(encoding="utf-8")
     # which two rows the "changed" section compares, and what the method is called there (DMG's by default)
-    before_row, after_row = parser.get("evaluate#compared", [BASELINE, GUIDED])
-    method = parser.get("evaluate#method_name", "guidance")
+    before_row, after_row = parser.get_parsed_content("evaluate#compared", default=[BASELINE, GUIDED])
+    method = parser.get_parsed_content("evaluate#method_name", default="guidance")
+    if parser.get("evaluate#compared") is not None and not {before_row, after_row} <= set(rows):
+        raise ValueError(f"evaluate#compared names rows {[before_row, after_row]}; evaluate#rows has {list(rows)}.")
     changed = _changed_cases(cases, logits, targets, tasks, classes, (before_row, after_row))
     explained = _concept_figures(rows[after_row][0], parser, out) if after_row in rows else []
     inferred = sorted(Path(inference["predictions"]).rglob("*.png"))[:SHOWN_CASES] if inference else []
