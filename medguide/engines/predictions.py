@@ -21,7 +21,7 @@ from medguide.data.files import atomic_write_text
 from medguide.losses.classification import split_task_logits
 from medguide.visualize.concepts import concept_figure
 
-__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "case_file_name"]
+__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "case_file_name", "unique_path"]
 
 
 class ClassProbabilityWriter:
@@ -150,6 +150,16 @@ def case_file_name(case: str) -> str:
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", case).strip(". ") or "_"
 
 
+def unique_path(path: Path, taken: Sequence[Path]) -> Path:
+    """``path``, or ``<stem>_2.png``, ``<stem>_3.png``, ... where this run already wrote that file: two case ids
+    that differ only in characters :func:`case_file_name` replaces (``a/b`` and ``a:b``) keep a figure each."""
+    candidate, number = path, 1
+    while candidate in taken:
+        number += 1
+        candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
+    return candidate
+
+
 def _per_case(batch, key: str) -> list:
     """``batch[key]`` split per case, from a batched dict or a decollated list of dicts alike."""
     return list(batch[key]) if isinstance(batch, Mapping) else [item[key] for item in batch]
@@ -257,15 +267,6 @@ class ConceptWriter(ClassProbabilityWriter):
                 if self.max_figures is not None and len(self.figure_paths) >= self.max_figures:
                     break
                 title = f"{case}: predicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
-                path = self.figures_dir / f"{case_file_name(case)}.png"
+                path = unique_path(self.figures_dir / f"{case_file_name(case)}.png", self.figure_paths)
                 concepts = [self.concepts[c] for c in order[i].tolist()]
                 self.figure_paths.append(concept_figure(images[i], concepts, strongest[i].tolist(), path, title))
-
-    def write(self, engine=None) -> Path:
-        """Write the CSV (header only when there were no images); returns its path."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.header())
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buffer.getvalue())
-        return self.path

@@ -96,7 +96,7 @@ def _concept_figures(network, parser, out: Path) -> list[Path]:
         return []
     from medguide.engines.dmg import evaluating
     from medguide.engines.precision import autocast, resolve_precision
-    from medguide.engines.predictions import case_file_name
+    from medguide.engines.predictions import case_file_name, unique_path
     from medguide.visualize.concepts import concept_figure
 
     names = list(parser.get_parsed_content("concept_names"))
@@ -114,7 +114,7 @@ def _concept_figures(network, parser, out: Path) -> list[Path]:
             top = outputs.similarity[i].float().cpu().topk(min(TOP_CONCEPTS, len(names)))
             predicted, true = classes[int(outputs.logits[i].argmax())], classes[int(batch[label_key][i])]
             title = f"{case}: predicted {predicted}, true {true}"
-            path = out / f"concepts_{case_file_name(str(case))}.png"
+            path = unique_path(out / f"concepts_{case_file_name(str(case))}.png", paths)
             paths.append(concept_figure(images[i], [names[j] for j in top.indices], top.values, path, title))
         if len(paths) >= SHOWN_CASES:
             break

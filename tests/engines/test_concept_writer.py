@@ -112,6 +112,17 @@ def test_figures_when_asked_are_pngs(tmp_path):
     assert all(sorted(row[f"top{r}_concept"] for r in range(1, 6)) == sorted(CONCEPTS) for row in rows)
 
 
+def test_case_ids_that_make_the_same_file_name_keep_a_figure_each(tmp_path):
+    # "case/0" and "case:0" both become case_0.png; the second must not overwrite the first
+    data = [dict(item, case=case) for item, case in zip(images(3), ["case/0", "case:0", "case_0"])]
+    inferer = ConceptInferer()
+    writer = ConceptWriter(tmp_path, CLASSES, CONCEPTS, inferer, figures=True)
+    run(network(), [writer], inferer, data=data)
+    names = [p.name for p in writer.figure_paths]
+    assert names == ["case_0.png", "case_0_2.png", "case_0_3.png"]
+    assert sorted(p.name for p in (tmp_path / "concept_figures").iterdir()) == sorted(names)
+
+
 def test_settings_and_a_missing_inferer_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"top_k must be an integer in \[1, 5\]"):
         ConceptWriter(tmp_path, CLASSES, CONCEPTS, ConceptInferer(), top_k=6)
