@@ -21,7 +21,7 @@ from medguide.data.files import atomic_write_text
 from medguide.losses.classification import split_task_logits
 from medguide.visualize.concepts import concept_figure
 
-__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "case_file_name", "unique_path"]
+__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "explanation_figure"]
 
 
 class ClassProbabilityWriter:
@@ -145,19 +145,49 @@ class ConceptInferer(Inferer):
         return similarity.float().cpu()
 
 
-def case_file_name(case: str) -> str:
+def _file_name(case: str) -> str:
     """A case id as a file name: path separators and characters a file system may refuse replaced by ``_``."""
     return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", case).strip(". ") or "_"
 
 
-def unique_path(path: Path, taken: Sequence[Path]) -> Path:
+def _unique(path: Path, taken: Sequence[Path]) -> Path:
     """``path``, or ``<stem>_2.png``, ``<stem>_3.png``, ... where this run already wrote that file: two case ids
-    that differ only in characters :func:`case_file_name` replaces (``a/b`` and ``a:b``) keep a figure each."""
+    that differ only in characters :func:`_file_name` replaces (``a/b`` and ``a:b``) keep a figure each."""
     candidate, number = path, 1
     while candidate in taken:
         number += 1
         candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
     return candidate
+
+
+def explanation_figure(
+    image,
+    similarity: torch.Tensor,
+    concepts: Sequence[str],
+    top_k: int,
+    folder: str | os.PathLike,
+    case: str,
+    title: str,
+    taken: Sequence[Path] = (),
+    prefix: str = "",
+) -> Path:
+    """One image's explanation as a PNG: the image beside its ``top_k`` concepts of highest similarity, strongest
+    first (:func:`medguide.visualize.concept_figure`), written to ``<folder>/<prefix><case>.png`` (the case id made
+    a file name; numbered ``_2``, ``_3``, ... where that name is among ``taken``, the figures already written).
+
+    Args:
+        image: the image as :func:`medguide.visualize.display_image` takes it (``[C, W, H]``).
+        similarity: ``[K]`` its cosine similarity with each concept, in ``[-1, 1]``.
+        concepts: the K concept names.
+        top_k: how many concepts to show (at most K).
+        folder, case, title, taken, prefix: where and under which title (see above).
+
+    Returns:
+        the path written.
+    """
+    strongest, order = similarity.detach().float().cpu().topk(min(int(top_k), len(concepts)))
+    path = _unique(Path(folder) / f"{prefix}{_file_name(str(case))}.png", taken)
+    return concept_figure(image, [concepts[c] for c in order.tolist()], strongest.tolist(), path, title)
 
 
 def _per_case(batch, key: str) -> list:
@@ -267,6 +297,15 @@ class ConceptWriter(ClassProbabilityWriter):
                 if self.max_figures is not None and len(self.figure_paths) >= self.max_figures:
                     break
                 title = f"{case}: predicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
-                path = unique_path(self.figures_dir / f"{case_file_name(case)}.png", self.figure_paths)
-                concepts = [self.concepts[c] for c in order[i].tolist()]
-                self.figure_paths.append(concept_figure(images[i], concepts, strongest[i].tolist(), path, title))
+                self.figure_paths.append(
+                    explanation_figure(
+                        images[i],
+                        similarity[i],
+                        self.concepts,
+                        self.top_k,
+                        self.figures_dir,
+                        case,
+                        title,
+                        self.figure_paths,
+                    )
+                )

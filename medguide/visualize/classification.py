@@ -96,8 +96,7 @@ def _concept_figures(network, parser, out: Path) -> list[Path]:
         return []
     from medguide.engines.dmg import evaluating
     from medguide.engines.precision import autocast, resolve_precision
-    from medguide.engines.predictions import case_file_name, unique_path
-    from medguide.visualize.concepts import concept_figure
+    from medguide.engines.predictions import explanation_figure
 
     names = list(parser.get_parsed_content("concept_names"))
     classes = list(parser.get_parsed_content("classes"))
@@ -111,11 +110,12 @@ def _concept_figures(network, parser, out: Path) -> list[Path]:
             inputs = images.as_tensor() if hasattr(images, "as_tensor") else images
             outputs = network(inputs.to(device), with_concepts=True)
         for i, case in enumerate(batch[case_key][: len(images)]):
-            top = outputs.similarity[i].float().cpu().topk(min(TOP_CONCEPTS, len(names)))
             predicted, true = classes[int(outputs.logits[i].argmax())], classes[int(batch[label_key][i])]
             title = f"{case}: predicted {predicted}, true {true}"
-            path = unique_path(out / f"concepts_{case_file_name(str(case))}.png", paths)
-            paths.append(concept_figure(images[i], [names[j] for j in top.indices], top.values, path, title))
+            figure = explanation_figure(
+                images[i], outputs.similarity[i], names, TOP_CONCEPTS, out, case, title, paths, prefix="concepts_"
+            )
+            paths.append(figure)
         if len(paths) >= SHOWN_CASES:
             break
     return paths
