@@ -1,5 +1,6 @@
 """MONAI engines, inferers and batch preparation of the medguide methods."""
 
+from medguide.engines.batches import AugmentedBatch
 from medguide.engines.checkpoints import CheckpointLoader, NetworkSettingsSaver, save_network_settings, trained_settings
 from medguide.engines.distributed import ddp_process_group, finish_distributed
 from medguide.engines.dmg import (
@@ -38,6 +39,7 @@ __all__ = [
     "OCTCoDAIteration",
     "distillation_terms",
     "PRECISIONS",
+    "AugmentedBatch",
     "AutocastCall",
     "BagCollate",
     "CheckpointLoader",

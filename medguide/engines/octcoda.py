@@ -70,7 +70,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from medguide.engines.dmg import TaskBatch
+from medguide.engines.batches import AugmentedBatch, TaskBatch
 from medguide.networks.blocks.concept_head import ConceptOutputs
 from medguide.networks.blocks.frozen import Frozen
 
@@ -127,7 +127,8 @@ class OCTCoDAIteration:
     Args:
         teacher: the trained OCT :class:`medguide.networks.ConceptClassifier` (wrapped in ``Frozen`` here, in place).
         teacher_batch: takes the teacher's input, keywords and targets from the batch (default
-            ``TaskBatch(image_key="oct", label_key="oct_label")``); without its label the student's is used.
+            ``TaskBatch(image_key="oct", label_key="oct_label")``; an :class:`medguide.engines.AugmentedBatch` around
+            one augments the OCT images on the device, as the bundle does); without its label the student's is used.
 
     Raises:
         ValueError: (per iteration) a batch without the teacher's image; ``accumulation_steps`` above 1 (the
@@ -135,7 +136,7 @@ class OCTCoDAIteration:
         TypeError: (per iteration) a ``loss_function`` without ``terms``.
     """
 
-    def __init__(self, teacher: nn.Module, teacher_batch: TaskBatch | None = None) -> None:
+    def __init__(self, teacher: nn.Module, teacher_batch: TaskBatch | AugmentedBatch | None = None) -> None:
         self.teacher = teacher if isinstance(teacher, Frozen) else Frozen(teacher)
         self.teacher_batch = TaskBatch("oct", "oct_label") if teacher_batch is None else teacher_batch
 
