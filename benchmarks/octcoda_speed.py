@@ -13,20 +13,21 @@ losses mean nothing). Each run of a trainer is one epoch (``--iterations N``: it
 1. Training images per second of two trainers: the student's ``train#trainer`` (``OCTCoDAIteration``: student on
    B fundus photos and the frozen teacher on their B label-paired OCT images, ``OCTCoDALoss``, backward, AdamW
    step; counted in fundus images) and the teacher's ``teacher#trainer`` (plain cross entropy on OCT images). Each
-   runs on (a) its real ``DataLoader`` as configured (``train#dataloader``: cached fundus preprocessing,
-   augmentation, ``RandLabelPairedOCTd`` drawing an augmented OCT image per item; ``teacher#dataloader``; the
-   config's ``num_workers``, ``--num_workers`` to change it) and (b) the same batches preloaded: the loader
-   iterated once, its collated batches kept in a list, fed to the very same trainer (its ``data_loader`` swapped;
-   batches still go to the device through its ``prepare_batch``). After one warm-up epoch of each, all variants
-   (both trainers, both precisions, both sources) are interleaved epoch by epoch, medians over ``--epochs``.
-   "real / preloaded" is the ratio of the epoch (so iteration) times; within 10 % means data loading is not the
-   bottleneck. "vs float32" is each rate against that of the first ``--precision`` (float32 by default). With
-   ``--iterations`` and ``num_workers`` > 0 the workers start anew every short epoch (they do every epoch anyway:
-   the config's loaders are not ``persistent_workers``), so the real loader looks worse than over a whole epoch.
+   runs on (a) its real ``DataLoader`` as configured (``train#dataloader``: the cached fundus preprocessing and
+   ``RandLabelPairedOCTd`` drawing a cached OCT image per item; ``teacher#dataloader``; the config's
+   ``num_workers``, ``--num_workers`` to change it) and (b) the same batches preloaded: the loader iterated once,
+   its collated batches kept in a list, fed to the very same trainer (its ``data_loader`` swapped; batches still go
+   to the device through its ``prepare_batch``, which augments them there, ``AugmentedBatch``, so both sources
+   include the augmentation). After one warm-up epoch of each, all variants (both trainers, both precisions, both
+   sources) are interleaved epoch by epoch, medians over ``--epochs``. "real / preloaded" is the ratio of the epoch
+   (so iteration) times; within 10 % means data loading is not the bottleneck. "vs float32" is each rate against
+   that of the first ``--precision`` (float32 by default). With ``--iterations`` and ``num_workers`` > 0 every
+   short epoch leaves the workers' prefetched batches unused, so the real loader looks worse than over a whole
+   epoch.
 2. Inference images per second of the student alone (``@network``, eval mode, no gradient, fundus only, through
    the config's ``inferer``) at the configured image size, batch ``--batch_size`` (default the config's), under
    the autocast the bundle's ``Evaluator`` applies for each precision (``resolve_precision``; MONAI's CUDA AMP is
-   the same ``torch.autocast``); inputs are the preloaded fundus batches' images (augmented, plain tensors), repeated
+   the same ``torch.autocast``); inputs are the preloaded fundus batches' images (preprocessed), repeated
    to fill the batch. Precisions interleaved, one warm-up call, medians over ``--repeats`` calls.
 
 ``bfloat16`` falls back to float32 (with a warning) on a CPU without native bfloat16 or a GPU before Ampere; the
@@ -40,11 +41,11 @@ the interleaved ratios are the steadier figures. ``--threads`` sets torch's CPU 
     python benchmarks/octcoda_speed.py --no_cpu_scale --batch_size 16 --iterations 2 --epochs 2   # same, batch 16
     python benchmarks/octcoda_speed.py --no_cpu_scale --device cuda                # the bundle's defaults on a GPU
 
-Measured 2026-11-30 (``python benchmarks/octcoda_speed.py``, 67 s, Intel(R) Xeon(R) Processor with AMX and
-avx512_bf16, 2 threads, load 0.7-1.5): at CPU scale the real loader makes an iteration about 3 times as long as
-preloaded batches (student 3.09 float32 / 3.07 bfloat16, teacher 2.78 / 2.63): MONAI's per-image augmentation and
-pairing (about 4.6 ms a pair) outweigh the tiny network (2.2 ms); 1 or 2 workers did not help on 2 cores. bfloat16
-trains 1.03-1.11x as fast as float32 there, and infers at 1.01x (3726 against 3750 images/s). The full-scale run
+Measured 2026-11-30 (``python benchmarks/octcoda_speed.py``, 51 s, Intel(R) Xeon(R) Processor with AMX and
+avx512_bf16, 2 threads, load 0.6-1.2): with the augmentation on the batch (``AugmentedBatch``) the real loader is
+within 10 % of preloaded batches at CPU scale (student 1.05 float32 / 1.03 bfloat16, teacher 0.93 / 0.99); with
+MONAI's per-image augmentation in the loader it had been about 3 times (3.09 / 3.07, 2.78 / 2.63). bfloat16 trains
+1.0-1.1x as fast as float32 there, and infers at 0.96x (3215 against 3359 images/s). The full-scale run
 (``--no_cpu_scale``) does not finish in 10 minutes on such a CPU (ResNet-50 at 224 px trains about one image a
 second); figures in the bundle's ``docs/README.md``.
 """

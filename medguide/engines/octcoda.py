@@ -61,16 +61,15 @@ key metric :class:`medguide.metrics.TaskMetric` with ``metric="f1"`` through MON
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from medguide.engines.batches import AugmentedBatch, TaskBatch
+from medguide.engines.iterations import TrainingIteration
 from medguide.networks.blocks.concept_head import ConceptOutputs
 from medguide.networks.blocks.frozen import Frozen
 
@@ -94,11 +93,12 @@ def _float(outputs: ConceptOutputs) -> ConceptOutputs:
     return ConceptOutputs(*(value.float() for value in outputs))
 
 
-class OCTCoDAIteration:
+class OCTCoDAIteration(TrainingIteration):
     """One OCT-CoDA distillation step, as a MONAI trainer's ``iteration_update``: the student on the fundus image,
     the frozen teacher on its label-paired OCT image, :meth:`medguide.losses.OCTCoDALoss.terms`, one backward.
 
-    It replaces ``SupervisedTrainer._iteration`` step for step: the batch comes through the trainer's
+    A :class:`medguide.engines.iterations.TrainingIteration` (``SupervisedTrainer._iteration`` step for step, with
+    this forward and loss): the batch comes through the trainer's
     ``prepare_batch`` (the fundus image and its label) and through ``teacher_batch`` (the OCT image under ``oct``
     and its label under ``oct_label``, as :class:`medguide.data.RandLabelPairedOCTd` adds them); both networks run
     through the trainer's ``inferer`` with ``with_concepts=True`` (so medguide's CPU autocast applies to both), under
@@ -140,16 +140,11 @@ class OCTCoDAIteration:
         self.teacher = teacher if isinstance(teacher, Frozen) else Frozen(teacher)
         self.teacher_batch = TaskBatch("oct", "oct_label") if teacher_batch is None else teacher_batch
 
-    def _check(self, engine: Any, batchdata: Mapping) -> None:
+    def check(self, engine: Any, batchdata: Mapping) -> None:
         if not hasattr(engine.loss_function, "terms"):
             raise TypeError(
                 f"OCTCoDAIteration needs the trainer's loss_function to be medguide.losses.OCTCoDALoss (it calls its "
                 f"terms()), got {type(engine.loss_function).__name__}."
-            )
-        if getattr(engine, "accumulation_steps", 1) > 1:
-            raise ValueError(
-                "OCTCoDAIteration takes no accumulation_steps: its contrastive and prototype terms are computed over "
-                "the whole batch, so gradients accumulated over smaller batches would train another loss."
             )
         key = self.teacher_batch.image_key
         if not isinstance(batchdata, Mapping) or key not in batchdata:
@@ -158,39 +153,18 @@ class OCTCoDAIteration:
                 f"loading of '{key}') in the student's training transforms."
             )
 
-    def __call__(self, engine: Any, batchdata: Mapping) -> dict:
-        """Run one distillation step on ``engine`` (a :class:`medguide.engines.Trainer`); returns its output."""
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        self._check(engine, batchdata)
+    def forward(self, engine: Any, batchdata: Mapping) -> tuple:
         where = (engine.state.device, engine.non_blocking)
         batch = engine.prepare_batch(batchdata, *where, **engine.to_kwargs)
         inputs, targets, args, kwargs = batch if len(batch) == 4 else (*batch, (), {})
         oct_image, oct_targets, _, oct_kwargs = self.teacher_batch(batchdata, *where, **engine.to_kwargs)
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        student = engine.inferer(inputs, engine.network, *args, with_concepts=True, **kwargs)
+        teacher = engine.inferer(oct_image, self.teacher, with_concepts=True, **oct_kwargs)
+        engine.state.output.update({Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: student.logits})
+        return _float(student), _float(teacher), targets, oct_targets
 
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        scaled = engine.amp and engine.scaler is not None
-        with torch.autocast("cuda", **engine.amp_kwargs) if scaled else contextlib.nullcontext():
-            student = engine.inferer(inputs, engine.network, *args, with_concepts=True, **kwargs)
-            teacher = engine.inferer(oct_image, self.teacher, with_concepts=True, **oct_kwargs)
-            engine.state.output[Keys.PRED] = student.logits
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            student, teacher = _float(student), _float(teacher)
-            terms = engine.loss_function.terms(
-                student.logits, student.levels, teacher.logits, teacher.levels, targets, oct_targets
-            )
-            loss = terms.pop("loss")
-            engine.state.output[Keys.LOSS] = loss
-            engine.state.output.update({name: value.detach() for name, value in terms.items()})
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        (engine.scaler.scale(loss) if scaled else loss).backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if scaled:
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+    def loss(self, engine: Any, forwarded: tuple) -> dict[str, torch.Tensor]:
+        student, teacher, targets, oct_targets = forwarded
+        return engine.loss_function.terms(
+            student.logits, student.levels, teacher.logits, teacher.levels, targets, oct_targets
+        )
