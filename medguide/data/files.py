@@ -74,13 +74,16 @@ def name_list(paths: Sequence[Path], most: int = 5) -> str:
     return ", ".join(p.name for p in paths[:most]) + (", ..." if len(paths) > most else "") or "nothing"
 
 
-def photo_datalist(folder: str | os.PathLike, key: str = "image") -> list[dict[str, str]]:
+def photo_datalist(
+    folder: str | os.PathLike, key: str = "image", suffixes: Sequence[str] = PHOTO_SUFFIXES
+) -> list[dict[str, str]]:
     """One datalist item ``{"case": file name without suffix, key: path}`` per photograph in ``folder``: how inference
     reads a folder of one's own photos (clinical, dermoscopic, fundus), whatever data set layout trained the model.
 
-    Files with a :data:`PHOTO_SUFFIXES` suffix in any case (``NEL025.JPG``) are taken, sorted by name; hidden files
-    (``._name``, ``.DS_Store``) and files of other kinds (a ``notes.txt``) are passed over. Nothing is decoded here:
-    a file that does not decode is named when it is loaded (:class:`medguide.transforms.LoadPhotod`).
+    Files with one of ``suffixes`` (default :data:`PHOTO_SUFFIXES`) in any case (``NEL025.JPG``) are taken, sorted by
+    name; hidden files (``._name``, ``.DS_Store``) and files of other kinds (a ``notes.txt``) are passed over. Nothing
+    is decoded here: a file that does not decode is named when it is loaded (:class:`medguide.transforms.LoadPhotod`).
+    A folder of chest films, DICOM among them, is read with ``suffixes=(*PHOTO_SUFFIXES, ".dcm", ".dicom")``.
 
     Raises:
         MissingInputError: ``folder`` does not exist, or holds no photograph (the message says what it holds).
@@ -90,11 +93,10 @@ def photo_datalist(folder: str | os.PathLike, key: str = "image") -> list[dict[s
     if not folder.is_dir():
         raise MissingInputError(f"photo folder not found: '{folder}'")
     files = visible(folder.iterdir())
-    photos = [p for p in files if p.is_file() and image_suffix(p).lower() in PHOTO_SUFFIXES]
+    wanted = tuple(s.lower() for s in suffixes)
+    photos = [p for p in files if p.is_file() and image_suffix(p).lower() in wanted]
     if not photos:
-        raise MissingInputError(
-            f"no photograph ({', '.join(PHOTO_SUFFIXES)}) in '{folder}'; it holds {name_list(files)}"
-        )
+        raise MissingInputError(f"no photograph ({', '.join(wanted)}) in '{folder}'; it holds {name_list(files)}")
     items: dict[str, dict[str, str]] = {}
     for photo in photos:
         case = image_stem(photo)

@@ -9,6 +9,7 @@ from medguide.engines.dmg import (
     PartsLoader,
     TaskBatch,
     cache_latents,
+    check_seed_folders,
     evaluate_guidance,
     evaluate_seeds,
     evaluating,
@@ -18,7 +19,9 @@ from medguide.engines.dmg import (
     predict_rows,
 )
 from medguide.engines.inferers import MirroredInferer
+from medguide.engines.iterations import TrainingIteration
 from medguide.engines.known_warnings import show_known_warnings_once
+from medguide.engines.localization import LocalizationWriter
 from medguide.engines.maml import ModalityBatch, SubsetEvaluator, batch_modalities, predict_subsets
 from medguide.engines.memory import MemoryCheck, available_memory, estimate_peak_memory
 from medguide.engines.octcoda import DISTILLATION_TERMS, OCTCoDAIteration, distillation_terms
@@ -30,11 +33,33 @@ from medguide.engines.precision import (
     engine_precision,
     resolve_precision,
 )
-from medguide.engines.predictions import ClassProbabilityWriter, ConceptInferer, ConceptWriter
+from medguide.engines.predictions import (
+    ClassProbabilityWriter,
+    ConceptInferer,
+    ConceptWriter,
+    KeepingInferer,
+    MapInferer,
+)
 from medguide.engines.progress import EpochProgress
 from medguide.engines.workflows import Evaluator, Trainer, trained_network
+from medguide.engines.xattn import (
+    LOCALIZATION_COLUMNS,
+    REPORT_TERMS,
+    ReportGuidedIteration,
+    evaluate_localization,
+    localization_scores,
+    report_terms,
+)
 
 __all__ = [
+    "LOCALIZATION_COLUMNS",
+    "REPORT_TERMS",
+    "evaluate_localization",
+    "localization_scores",
+    "check_seed_folders",
+    "ReportGuidedIteration",
+    "report_terms",
+    "TrainingIteration",
     "DISTILLATION_TERMS",
     "OCTCoDAIteration",
     "distillation_terms",
@@ -48,7 +73,10 @@ __all__ = [
     "ConceptWriter",
     "EnginePrecision",
     "EpochProgress",
+    "KeepingInferer",
     "LatentCache",
+    "LocalizationWriter",
+    "MapInferer",
     "Evaluator",
     "MemoryCheck",
     "MirroredInferer",

@@ -538,6 +538,14 @@ def evaluate_guidance(
     return table
 
 
+def check_seed_folders(seeds: Sequence[int], ckpt_dirs: Sequence[str | os.PathLike]) -> None:
+    """Refuse seeds and checkpoint folders that are not one folder per distinct seed (``ValueError``)."""
+    if len(seeds) != len(ckpt_dirs) or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"give one checkpoint folder per distinct seed: seeds {list(seeds)}, folders {list(ckpt_dirs)}."
+        )
+
+
 def evaluate_seeds(
     rows: Mapping[str, tuple[nn.Module, TaskBatch]],
     checkpoints: Sequence[tuple[nn.Module, str]],
@@ -573,10 +581,7 @@ def evaluate_seeds(
         ValueError: ``seeds`` and ``ckpt_dirs`` differ in length, or a seed repeats.
         InputError: a checkpoint is missing or does not fit (one line naming the file).
     """
-    if len(seeds) != len(ckpt_dirs) or len(set(seeds)) != len(seeds):
-        raise ValueError(
-            f"give one checkpoint folder per distinct seed: seeds {list(seeds)}, folders {list(ckpt_dirs)}."
-        )
+    check_seed_folders(seeds, ckpt_dirs)
     for seed, folder in zip(seeds, ckpt_dirs):
         for network, path in checkpoints:
             load_parts(network, {"": Path(folder) / path}, map_location=device)

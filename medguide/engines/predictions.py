@@ -1,6 +1,8 @@
 """``ClassProbabilityWriter``: an inference run's class probabilities, one CSV row per case, written atomically;
 ``ConceptWriter`` with ``ConceptInferer``: a concept model's probabilities and strongest concepts per image, and a
-figure per image when asked."""
+figure per image when asked; ``MapInferer``: the attribute maps of a localiser for
+:class:`medguide.engines.LocalizationWriter`. Both inferers keep a second output of the forward the evaluator runs
+(:class:`KeepingInferer`)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,29 @@ from medguide.data.files import atomic_write_text
 from medguide.losses.classification import split_task_logits
 from medguide.visualize.concepts import concept_figure
 
-__all__ = ["ClassProbabilityWriter", "ConceptInferer", "ConceptWriter", "explanation_figure"]
+__all__ = [
+    "ClassProbabilityWriter",
+    "ConceptInferer",
+    "ConceptWriter",
+    "KeepingInferer",
+    "MapInferer",
+    "case_figure_path",
+    "explanation_figure",
+    "per_case",
+    "per_case_logits",
+]
+
+
+def per_case_logits(engine, case_key: str = "case") -> tuple[list[str], torch.Tensor]:
+    """The iteration's case ids and the evaluator's ``pred`` as float32 CPU logits ``[B, outputs]``, from a decollated
+    (MONAI's default) or batched output alike."""
+    batch, output = engine.state.batch, engine.state.output
+    if isinstance(output, Mapping):
+        logits, cases = output[CommonKeys.PRED], list(batch[case_key])
+    else:
+        logits = torch.stack([torch.as_tensor(item[CommonKeys.PRED]).reshape(-1) for item in output])
+        cases = [item[case_key] for item in batch]
+    return [str(c) for c in cases], torch.as_tensor(logits).detach().float().cpu().reshape(len(cases), -1)
 
 
 class ClassProbabilityWriter:
@@ -79,15 +103,9 @@ class ClassProbabilityWriter:
     def probabilities(self, engine) -> tuple[list[str], torch.Tensor]:
         """The iteration's case ids and their probabilities ``[B, sum(classes)]`` (each task's softmax), from a
         decollated or batched output alike."""
-        batch, output = engine.state.batch, engine.state.output
-        if isinstance(output, Mapping):
-            logits, cases = output[CommonKeys.PRED], list(batch[self.case_key])
-        else:
-            logits = torch.stack([torch.as_tensor(item[CommonKeys.PRED]).reshape(-1) for item in output])
-            cases = [item[self.case_key] for item in batch]
-        logits = torch.as_tensor(logits).detach().float().cpu().reshape(len(cases), -1)
+        cases, logits = per_case_logits(engine, self.case_key)
         per_task = split_task_logits(logits, self.tasks)
-        return [str(c) for c in cases], torch.cat([task.softmax(dim=1) for task in per_task.values()], dim=1)
+        return cases, torch.cat([task.softmax(dim=1) for task in per_task.values()], dim=1)
 
     def collect(self, engine) -> None:
         """Add the iteration's cases (decollated or batched output alike)."""
@@ -103,46 +121,84 @@ class ClassProbabilityWriter:
         return self.path
 
 
-class ConceptInferer(Inferer):
-    """The inferer of a concept model's evaluator: one forward with ``with_concepts=True``, the logits returned, the
-    concept similarities kept for :class:`ConceptWriter`.
+class KeepingInferer(Inferer):
+    """The inferer of an evaluator whose network gives a second output beside its logits: one forward with
+    ``keyword=True``, the logits returned, ``outputs.<field>`` kept for a writer to :meth:`take`.
 
     MONAI's evaluator calls its inferer on every batch, inside its no-grad and autocast context, and puts what the
     inferer returns under ``pred``. Returning the plain logits keeps ``pred`` what every other handler, metric and
-    post-transform of the evaluator expects (:class:`ClassProbabilityWriter`, ``IgniteMetricHandler``); the
-    similarities of the same forward wait here for the writer, so no image goes through the network twice and the
-    evaluator needs no ``_iteration`` of its own. The network is any whose ``forward`` takes ``with_concepts=True``
-    and then returns an object with ``.logits`` and ``.similarity`` (:class:`medguide.networks.ConceptClassifier`,
-    :class:`medguide.networks.blocks.ConceptOutputs`). In a config::
+    post-transform of the evaluator expects (:class:`ClassProbabilityWriter`, ``IgniteMetricHandler``); the second
+    output of the same forward waits here for the writer, so no image goes through the network twice and the
+    evaluator needs no ``_iteration`` of its own. The network is any whose ``forward`` takes ``keyword=True`` and then
+    returns an object with ``.logits`` and ``.<field>``. :class:`ConceptInferer` and :class:`MapInferer` are the two in
+    use.
+
+    Args:
+        keyword: the forward's keyword asking for the second output (``"with_concepts"``).
+        field: the attribute of the forward's output to keep (``"similarity"``).
+        kept: what the kept output is, for the error of a writer that finds none (``"concept similarities"``).
+        writer: the handler that takes it, for the same error (``"ConceptWriter"``).
+    """
+
+    def __init__(self, keyword: str, field: str, kept: str = "", writer: str = "writer") -> None:
+        super().__init__()
+        self.keyword, self.field = keyword, field
+        self.kept, self.writer = kept or field, writer
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        """``network(inputs, *args, <keyword>=True, **kwargs).logits``; keeps ``.<field>``."""
+        outputs = network(inputs, *args, **{self.keyword: True}, **kwargs)
+        self.value = getattr(outputs, self.field).detach()
+        return outputs.logits
+
+    def take(self) -> torch.Tensor:
+        """The kept output of the last batch, as float32 on the CPU, once (then forgotten, so a batch the inferer did
+        not see is never explained with another's).
+
+        Raises:
+            RuntimeError: when no batch went through this inferer since the last ``take``.
+        """
+        if self.value is None:
+            raise RuntimeError(
+                f"{type(self).__name__} holds no {self.kept} for this batch: give the evaluator this inferer "
+                f"(its 'inferer') and the {self.writer} the same one."
+            )
+        value, self.value = self.value, None
+        return value.float().cpu()
+
+
+class ConceptInferer(KeepingInferer):
+    """The inferer of a concept model's evaluator: one forward with ``with_concepts=True``, the logits returned, the
+    concept similarities ``[B, K]`` kept for :class:`ConceptWriter` (why: :class:`KeepingInferer`).
+
+    The network is any whose ``forward`` takes ``with_concepts=True`` and then returns an object with ``.logits`` and
+    ``.similarity`` (:class:`medguide.networks.ConceptClassifier`, :class:`medguide.networks.blocks.ConceptOutputs`).
+    In a config::
 
         "inferer": {"_target_": "medguide.engines.ConceptInferer"},
         "handlers": [{"_target_": "medguide.engines.ConceptWriter", "inferer": "@inferer", ...}]
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.similarity: torch.Tensor | None = None
+        super().__init__("with_concepts", "similarity", "concept similarities", "ConceptWriter")
 
-    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
-        """``network(inputs, *args, with_concepts=True, **kwargs).logits``; keeps ``.similarity`` ``[B, K]``."""
-        outputs = network(inputs, *args, with_concepts=True, **kwargs)
-        self.similarity = outputs.similarity.detach()
-        return outputs.logits
 
-    def take(self) -> torch.Tensor:
-        """The similarities ``[B, K]`` of the last batch, as float32 on the CPU, once (then forgotten, so a batch the
-        inferer did not see is never explained with another's).
+class MapInferer(KeepingInferer):
+    """The inferer of a localiser's evaluator: one forward with ``with_maps=True``, the attribute logits returned, the
+    attribute maps ``[B, A, w, h]`` kept for :class:`medguide.engines.LocalizationWriter` (why:
+    :class:`KeepingInferer`).
 
-        Raises:
-            RuntimeError: when no batch went through this inferer since the last ``take``.
-        """
-        if self.similarity is None:
-            raise RuntimeError(
-                "ConceptInferer holds no concept similarities for this batch: give the evaluator this inferer "
-                "(its 'inferer') and the ConceptWriter the same one."
-            )
-        similarity, self.similarity = self.similarity, None
-        return similarity.float().cpu()
+    The network is any whose ``forward`` takes ``with_maps=True`` and then returns an object with ``.logits`` and
+    ``.maps`` (:class:`medguide.networks.AttributeLocalizer`, :class:`medguide.networks.LocalizerOutputs`). In a
+    config::
+
+        "inferer": {"_target_": "medguide.engines.MapInferer"},
+        "handlers": [{"_target_": "medguide.engines.LocalizationWriter", "inferer": "@inferer", ...}]
+    """
+
+    def __init__(self) -> None:
+        super().__init__("with_maps", "maps", "attribute maps", "LocalizationWriter")
 
 
 def _file_name(case: str) -> str:
@@ -158,6 +214,12 @@ def _unique(path: Path, taken: Sequence[Path]) -> Path:
         number += 1
         candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
     return candidate
+
+
+def case_figure_path(folder: str | os.PathLike, case: str, taken: Sequence[Path] = (), prefix: str = "") -> Path:
+    """``<folder>/<prefix><case>.png``, the case id made a file name, numbered ``_2``, ``_3``, ... where that name is
+    among ``taken`` (the figures this run already wrote): where each case's figure goes."""
+    return _unique(Path(folder) / f"{prefix}{_file_name(str(case))}.png", taken)
 
 
 def explanation_figure(
@@ -186,11 +248,11 @@ def explanation_figure(
         the path written.
     """
     strongest, order = similarity.detach().float().cpu().topk(min(int(top_k), len(concepts)))
-    path = _unique(Path(folder) / f"{prefix}{_file_name(str(case))}.png", taken)
+    path = case_figure_path(folder, case, taken, prefix)
     return concept_figure(image, [concepts[c] for c in order.tolist()], strongest.tolist(), path, title)
 
 
-def _per_case(batch, key: str) -> list:
+def per_case(batch, key: str) -> list:
     """``batch[key]`` split per case, from a batched dict or a decollated list of dicts alike."""
     return list(batch[key]) if isinstance(batch, Mapping) else [item[key] for item in batch]
 
@@ -292,7 +354,7 @@ class ConceptWriter(ClassProbabilityWriter):
             values = (f"{v:.{self.digits}f}" for v in probabilities[i].tolist())
             self.rows.append([case, names[predicted[i]], *values, *ranks])
         if self.figures:
-            images = _per_case(engine.state.batch, self.image_key)
+            images = per_case(engine.state.batch, self.image_key)
             for i, case in enumerate(cases):
                 if self.max_figures is not None and len(self.figure_paths) >= self.max_figures:
                     break

@@ -21,11 +21,24 @@ from medguide.networks.dmg import (
     image_encoder_names,
     load_encoder_weights,
 )
+from medguide.networks.encoders import RegionEncoder, RegionFeatures, region_encoder, region_encoder_names
 from medguide.networks.maml import MAMLNet, ModalityAwareFusion
 from medguide.networks.octcoda import ConceptClassifier
+from medguide.networks.reports import HuggingFaceReportEncoder, TransformerReportEncoder
 from medguide.networks.unet import UNet
+from medguide.networks.xattn import AttributeLocalizer, GuidanceOutputs, LocalizerOutputs, ReportGuidance
 
 __all__ = [
+    "RegionEncoder",
+    "RegionFeatures",
+    "region_encoder",
+    "region_encoder_names",
+    "HuggingFaceReportEncoder",
+    "TransformerReportEncoder",
+    "AttributeLocalizer",
+    "GuidanceOutputs",
+    "LocalizerOutputs",
+    "ReportGuidance",
     "ConceptClassifier",
     "ConceptHead",
     "ConceptOutputs",

@@ -6,6 +6,7 @@ once and every method's network (``medguide/networks/<method>.py``) reuses it.
 
 from medguide.networks.blocks.attention_mil import GatedAttentionMIL
 from medguide.networks.blocks.concept_head import ConceptHead, ConceptOutputs, check_concepts
+from medguide.networks.blocks.cross_attention import CrossAttention, flatten_regions
 from medguide.networks.blocks.frozen import Frozen
 from medguide.networks.blocks.heads import MultiTaskHead
 from medguide.networks.blocks.norms import InstanceNorm2d, InstanceNorm3d, instance_norm, instance_norm_factory_name
@@ -16,6 +17,7 @@ __all__ = [
     "ConceptHead",
     "ConceptOutputs",
     "check_concepts",
+    "CrossAttention",
     "Frozen",
     "GatedAttentionMIL",
     "InstanceNorm2d",
@@ -25,6 +27,7 @@ __all__ = [
     "UNetEncoder",
     "UNetSizeRule",
     "instance_norm",
+    "flatten_regions",
     "instance_norm_factory_name",
     "unet_size_rule",
     "unet_widths",
