@@ -525,17 +525,18 @@ def _raise_error(entry: Mapping) -> None:
 def chestxray8_boxes(
     csv_path: str | os.PathLike, finding: str | None = None, image_size: int | Sequence[int] | None = None
 ) -> dict[str, list[dict]]:
-    """Read ChestX-ray8's ``BBox_List_2017.csv``: ``{image index: [{"label": finding, "box": [x0, y0, x1, y1]}]}``.
+    """Read ChestX-ray8's ``BBox_List_2017.csv``: ``{image index: [{"label", "box": [x0, y0, x1, y1], "line"}]}``.
 
     Each line's ``x, y, w, h`` becomes the corners ``[x, y, x + w, y + h]`` in the same (the 1024-px) pixel grid,
-    floats as written (float64), in the file's order. Labels take Data_Entry's names ("Infiltrate" is read as
+    floats as written (float64), in the file's order, with the line it was read from (so a later check against the
+    film's own size can name it). Labels take Data_Entry's names ("Infiltrate" is read as
     "Infiltration"); the header is read whether its bracketed name is quoted or spans four columns, and trailing
     empty columns (some copies have three) are allowed.
 
     Example:
         >>> boxes = chestxray8_boxes("BBox_List_2017.csv", finding="Pneumonia", image_size=1024)
         >>> boxes["00013111_010.png"]
-        [{'label': 'Pneumonia', 'box': [...]}]
+        [{'label': 'Pneumonia', 'box': [...], 'line': ...}]
 
     Args:
         csv_path: the box list.
@@ -567,8 +568,24 @@ def chestxray8_boxes(
             grid = f"the {size[0]} x {size[1]} (W x H) image" if size else "the image (x and y from 0)"
             raise InputError(f"{what} '{path}', line {line}: box {box} (x0, y0, x1, y1) lies outside {grid}")
         if wanted is None or label == wanted:
-            boxes.setdefault(row["Image Index"], []).append({"label": label, "box": box})
+            boxes.setdefault(row["Image Index"], []).append({"label": label, "box": box, "line": line})
     return boxes
+
+
+def _film_size(path: Path, boxes: Sequence[Mapping], box_file: Path | None) -> tuple[int, int]:
+    """The film's ``(W, H)`` from its header, every box of it checked to lie inside, naming the box list's line."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except Exception:  # an undecodable film is named by the loader, as any other
+        return CHESTXRAY8_SIDE, CHESTXRAY8_SIDE
+    for box in boxes:
+        if box["box"][2] > size[0] or box["box"][3] > size[1]:
+            raise InputError(
+                f"ChestX-ray8 box list '{box_file}', line {box['line']}: box {box['box']} (x0, y0, x1, y1) lies "
+                f"outside its film '{path}' of {size[0]} x {size[1]} (W x H) pixels"
+            )
+    return size
 
 
 _DATA_ENTRY_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
@@ -638,7 +655,9 @@ def chestxray8_datalist(
         bbox_list: the box list (relative to ``root``, or a path); ``None`` for none (every ``boxes`` empty; only
             with ``boxed_only`` false).
         image_folder: the folder of the PNGs under ``root`` (and under each ``images_NNN/``).
-        image_size: the images' grid ``(W, H)`` or side, in which the boxes are checked.
+        image_size: the images' grid ``(W, H)`` or side, in which the boxes are checked; ``None``: each film's own
+            size, read from its header (a copy of ChestX-ray8 whose films are not 1024 px must give its boxes in
+            that grid).
         skip_invalid: log and leave out a boxed image that is not on disk, instead of raising.
 
     Raises:
@@ -652,7 +671,8 @@ def chestxray8_datalist(
         raise MissingInputError(f"ChestX-ray8 folder not found: '{root}'")
     wanted = _finding(finding)
     boxed = flag(boxed_only, "boxed_only")
-    width, height = _image_size(image_size)
+    per_film = image_size is None
+    width, height = (0, 0) if per_film else _image_size(image_size)
     if data_entry is None:
         data_entry = next((name for name in _DATA_ENTRY_NAMES if (root / name).is_file()), _DATA_ENTRY_NAMES[0])
     entry_file = root / data_entry
@@ -660,7 +680,8 @@ def chestxray8_datalist(
         raise MissingInputError(f"ChestX-ray8 Data_Entry file not found: '{entry_file}'")
     if bbox_list is None and boxed:
         raise InputError("chestxray8_datalist: boxed_only needs the box list (bbox_list)")
-    boxes = chestxray8_boxes(root / bbox_list, wanted, (width, height)) if bbox_list is not None else {}
+    box_file = root / bbox_list if bbox_list is not None else None
+    boxes = chestxray8_boxes(box_file, wanted, None if per_film else (width, height)) if box_file else {}
     what = "ChestX-ray8 Data_Entry"
     images = _image_index(root, image_folder)
     entries, absent = [], 0
@@ -678,6 +699,8 @@ def chestxray8_datalist(
             for c in ("Width", "Height")
         ]
         spacing = [_number(row[f"OriginalImagePixelSpacing {c}"], entry_file, line, c, what) for c in "xy"]
+        if per_film:
+            width, height = _film_size(images[name], found, box_file) if name in images else (CHESTXRAY8_SIDE,) * 2
         labels = [label for label in row["Finding Labels"].split("|") if label and label != "No Finding"]
         case = image_stem(name)
         entry = {

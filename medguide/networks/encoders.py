@@ -27,8 +27,9 @@ class RegionFeatures(nn.Module):
     ``layer4``), without the pooling and classifier that follow.
 
     The wrapped network keeps its own state-dict keys under ``net.``. The grid is the input's size divided by the
-    network's stride: 32 for ResNet (16 with ``no_max_pool``), 4 times 2 per transition for DenseNet (e.g. a
-    ``block_config`` of 2 blocks: stride 8).
+    network's stride: for MONAI's ResNet 16 (its first convolution has ``conv1_t_stride=1`` by default), 32 with
+    ``conv1_t_stride=2`` (torchvision's layout), half that with ``no_max_pool``; for DenseNet 4 times 2 per
+    transition (e.g. a ``block_config`` of 2 blocks: stride 8).
 
     Args:
         net: a MONAI ``DenseNet`` or ``ResNet`` (as :func:`medguide.networks.image_encoder` builds them).
@@ -73,7 +74,7 @@ def region_encoder(
 
     Example::
 
-        encoder = region_encoder("resnet50", 1)                  # chest films: [B, 1, 512, 512] -> [B, 2048, 16, 16]
+        encoder = region_encoder("resnet50", 1, conv1_t_stride=2)   # films [B, 1, 512, 512] -> [B, 2048, 16, 16]
         encoder = region_encoder("densenet", 1, init_features=8, growth_rate=8, block_config=(2, 2))   # CPU scale
 
     Args:

@@ -58,7 +58,7 @@ class AttributeLocalizer(nn.Module):
 
     Example::
 
-        encoder = medguide.networks.region_encoder("resnet50", 1)
+        encoder = medguide.networks.region_encoder("resnet50", 1, conv1_t_stride=2)
         net = AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=256)
         logits = net(films)                          # [B, 1, 512, 512] -> [B, 7]
         out = net(films, with_maps=True)             # out.maps [B, 7, 16, 16]

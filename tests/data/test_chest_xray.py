@@ -298,8 +298,8 @@ def test_chestxray8_boxes_as_corners_with_data_entrys_names(tmp_path):
     root = _chestxray8_tree(tmp_path / "cxr8", BOXES)
     boxes = chestxray8_boxes(root / "BBox_List_2017.csv", image_size=64)
     assert boxes["00000001_000.png"] == [
-        {"label": "Pneumonia", "box": [10.5, 20.25, 18.5, 36.25]},
-        {"label": "Infiltration", "box": [1.0, 2.0, 4.0, 6.0]},
+        {"label": "Pneumonia", "box": [10.5, 20.25, 18.5, 36.25], "line": 2},
+        {"label": "Infiltration", "box": [1.0, 2.0, 4.0, 6.0], "line": 3},
     ]
     tall = root / "tall_box.csv"
     tall.write_text(BBOX_HEADER + "00000001_000.png,Pneumonia,10,20,8,40,,,\n", encoding="utf-8")
@@ -307,7 +307,7 @@ def test_chestxray8_boxes_as_corners_with_data_entrys_names(tmp_path):
     with pytest.raises(InputError, match=r"outside the 64 x 20 \(W x H\)"):  # image_size is (W, H): y1 = 60 > 20
         chestxray8_boxes(tall, image_size=(64, 20))
     infiltrate = chestxray8_boxes(root / "BBox_List_2017.csv", finding="Infiltrate")
-    assert infiltrate == {"00000001_000.png": [{"label": "Infiltration", "box": [1.0, 2.0, 4.0, 6.0]}]}
+    assert infiltrate == {"00000001_000.png": [{"label": "Infiltration", "box": [1.0, 2.0, 4.0, 6.0], "line": 3}]}
     with pytest.raises(InputError, match="finding must be one of"):
         chestxray8_boxes(root / "BBox_List_2017.csv", finding="pneumonia")
 
