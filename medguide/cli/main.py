@@ -148,6 +148,26 @@ def command_line(config_files: list[Path], overrides: dict) -> str:
     return shlex.join(args)
 
 
+def real_case_lines(title: str, sentence: str, inference: dict | None, out: Path, shown: int = 4) -> list[str]:
+    """A demo report's section on the trained bundle's inference on real data: ``title``, ``sentence``, the command
+    and up to ``shown`` of the figures it wrote (relative to ``out``); nothing without ``inference``."""
+    if not inference:
+        return []
+    figures = sorted(Path(inference["predictions"]).rglob("*.png"))[:shown]
+    return [
+        f"## {title}",
+        "",
+        sentence,
+        "",
+        "```",
+        inference["command"],
+        "```",
+        "",
+        *[f"![{p.stem}]({os.path.relpath(p, out)})" for p in figures],
+        "",
+    ]
+
+
 def report_closing_lines(
     bundle: str, out: Path, steps: list[list[Path]], overrides: dict, timings: dict, inference: dict | None
 ) -> list[str]:

@@ -21,27 +21,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from medguide.data.chest_xray import CHEXPERT_LABELS
 from medguide.data.splits import proportional_counts
 
-__all__ = ["CHEXPERT_COLUMNS", "CXR_SIDES", "CXR_WORDINGS", "CXR_ZONES", "make_cxr_dataset"]
+__all__ = ["CXR_SIDES", "CXR_WORDINGS", "CXR_ZONES", "make_cxr_dataset"]
 
-CHEXPERT_COLUMNS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
-"""The 14 label columns of ``mimic-cxr-2.0.0-chexpert.csv``, in the release's order."""
 
 CXR_SIDES = ("right", "left", "bilateral")
 """Sides of an opacity, the patient's (``right`` lies on the image's left)."""
@@ -416,7 +400,7 @@ def _report(
     order = [others[i][0] for i in rng.permutation(len(others))]
     cut = 0 if rng.random() < 0.6 else 1  # the finding first, or after one other sentence
     sentences = order[:cut] + finding + order[cut:]
-    if all(labels.get(column) not in (1.0, -1.0) for column in CHEXPERT_COLUMNS if column != "Support Devices"):
+    if all(labels.get(column) not in (1.0, -1.0) for column in CHEXPERT_LABELS if column != "Support Devices"):
         labels["No Finding"] = 1.0
 
     gender = rng.choice(["M", "F"])
@@ -535,7 +519,7 @@ def make_cxr_dataset(
         mimic-cxr/files/p10/p<subject>/s<study>.txt              the study's free-text report, beside its folder
         mimic-cxr/mimic-cxr-2.0.0-split.csv      dicom_id,study_id,subject_id,split (train / validate, by subject;
                                                  no test: the test films are the ChestX-ray8 part)
-        mimic-cxr/mimic-cxr-2.0.0-chexpert.csv   subject_id,study_id and the 14 CheXpert columns (CHEXPERT_COLUMNS):
+        mimic-cxr/mimic-cxr-2.0.0-chexpert.csv   subject_id,study_id and the 14 CheXpert columns (CHEXPERT_LABELS):
                                                  1.0 stated, 0.0 negated, -1.0 hedged, blank unmentioned, each
                                                  column as the report's findings and impression speak of it
         mimic-cxr/mimic-cxr-2.0.0-metadata.csv   dicom_id,subject_id,study_id,...,ViewPosition (PA / AP),Rows,
@@ -653,7 +637,7 @@ def make_cxr_dataset(
         (study_dir.parent / f"s{study}.txt").write_text(report.text, encoding="utf-8")
         split = "train" if subject_of[index] in train_subjects else "validate"
         split_rows.append((dicom_id, study, subject, split))
-        chexpert_rows.append((subject, study, *(_label(report.labels.get(column)) for column in CHEXPERT_COLUMNS)))
+        chexpert_rows.append((subject, study, *(_label(report.labels.get(column)) for column in CHEXPERT_LABELS)))
         exam = "CHEST (PA AND LAT)" if view == "PA" else "CHEST (PORTABLE AP)"
         date, time = 2110_00_00 + int(case_rng.integers(1, 13)) * 100 + int(case_rng.integers(1, 29)), "120000.000"
         orientation = "postero-anterior" if view == "PA" else "antero-posterior"
@@ -671,7 +655,7 @@ def make_cxr_dataset(
             }
         )
     _write_csv(mimic / "mimic-cxr-2.0.0-split.csv", SPLIT_HEADER, split_rows)
-    _write_csv(mimic / "mimic-cxr-2.0.0-chexpert.csv", ("subject_id", "study_id", *CHEXPERT_COLUMNS), chexpert_rows)
+    _write_csv(mimic / "mimic-cxr-2.0.0-chexpert.csv", ("subject_id", "study_id", *CHEXPERT_LABELS), chexpert_rows)
     _write_csv(mimic / "mimic-cxr-2.0.0-metadata.csv", METADATA_HEADER, metadata_rows)
 
     # ChestX-ray8: test films with boxes

@@ -191,7 +191,7 @@ def write_classification_report(
     """
     from monai.bundle import ConfigWorkflow
 
-    from medguide.cli.main import report_closing_lines
+    from medguide.cli.main import real_case_lines, report_closing_lines
     from medguide.engines.dmg import load_parts
     from medguide.metrics.classification import confusion_matrix
 
@@ -236,7 +236,6 @@ def write_classification_report(
         raise ValueError(f"evaluate#compared names rows {[before_row, after_row]}; evaluate#rows has {list(rows)}.")
     changed = _changed_cases(cases, logits, targets, tasks, classes, (before_row, after_row))
     explained = _concept_figures(rows[after_row][0], parser, out) if after_row in rows else []
-    inferred = sorted(Path(inference["predictions"]).rglob("*.png"))[:SHOWN_CASES] if inference else []
     synthetic = not parser.get("dataset_dir")
     lines = [
         f"# medguide demo: {bundle}",
@@ -292,22 +291,15 @@ def write_classification_report(
             if explained
             else []
         ),
-        *(
-            [
-                "## Inference on a real case",
-                "",
-                f"The {after_row} model classified `{inference['sample']}` from its {inferior} alone; probabilities in "
-                f"`{inference['predictions']}`. It was trained on synthetic data only: no measure of accuracy.",
-                "",
-                "```",
-                inference["command"],
-                "```",
-                "",
-                *[f"![{p.stem}]({os.path.relpath(p, out)})" for p in inferred],
-                "",
-            ]
+        *real_case_lines(
+            "Inference on a real case",
+            f"The {after_row} model classified `{inference['sample']}` from its {inferior} alone; probabilities in "
+            f"`{inference['predictions']}`. It was trained on synthetic data only: no measure of accuracy."
             if inference
-            else []
+            else "",
+            inference,
+            out,
+            SHOWN_CASES,
         ),
         *report_closing_lines(bundle, out, [train, evaluate], overrides, timings, inference),
     ]

@@ -167,7 +167,7 @@ def write_localization_report(
     """
     from monai.bundle import ConfigWorkflow
 
-    from medguide.cli.main import report_closing_lines
+    from medguide.cli.main import real_case_lines, report_closing_lines
     from medguide.data.files import atomic_write_text
 
     train = [configs / "train.json", *overlays]
@@ -181,7 +181,6 @@ def write_localization_report(
     table = (Path(parser.get_parsed_content("output_dir")) / f"{table_name}.md").read_text(encoding="utf-8")
     tests = parser.get_parsed_content("evaluate#datalist")
     shown = _test_figures(parser, rows, Path(seed_dirs[0]), out)
-    inferred = sorted(Path(inference["predictions"]).rglob("*.png"))[:4] if inference else []
     synthetic = not parser.get("dataset_dir")
     lines = [
         f"# medguide demo: {bundle}",
@@ -213,23 +212,15 @@ def write_localization_report(
             for caption, figures in shown
             for line in (caption, "", *[f"![{p.stem}]({p.name})" for p in figures], "")
         ],
-        *(
-            [
-                "## Inference on real films",
-                "",
-                f"The text-guided model localised `{inference['sample']}` from the films alone (boxes, attributes and "
-                f"overlays in `{inference['predictions']}`). It was trained on synthetic films only: no measure of "
-                "accuracy.",
-                "",
-                "```",
-                inference["command"],
-                "```",
-                "",
-                *[f"![{p.stem}]({os.path.relpath(p, out)})" for p in inferred],
-                "",
-            ]
+        *real_case_lines(
+            "Inference on real films",
+            f"The text-guided model localised `{inference['sample']}` from the films alone (boxes, attributes and "
+            f"overlays in `{inference['predictions']}`). It was trained on synthetic films only: no measure of "
+            "accuracy."
             if inference
-            else []
+            else "",
+            inference,
+            out,
         ),
         *report_closing_lines(bundle, out, [train, evaluate], overrides, timings, inference),
     ]

@@ -131,6 +131,26 @@ def test_evaluate_writes_the_two_row_chestxray8_table(staged, tmp_path):
     assert all(column in markdown for column in LOCALIZATION_COLUMNS)
 
 
+def test_the_demo_report_shows_the_table_test_films_under_each_model_and_the_real_films(staged, tmp_path):
+    from medguide.visualize.localization import SHOWN_CASES, write_localization_report
+
+    out = tmp_path / "demo"
+    values = {**TINY, "bundle_root": str(staged["root"]), "dataset_dir": str(staged["data"])}
+    values["output_dir"] = str(out / "eval")
+    run_stage(NAME, "evaluate", **values)
+    predictions = inference(staged["root"], staged["data"], out / "predictions", figures=True)
+    real = {"command": "python -m monai.bundle run ...", "predictions": str(predictions), "sample": "films"}
+    report = write_localization_report(NAME, CONFIGS, [], values, out, {"train": 1.0, "evaluate": 1.0}, real)
+    text = report.read_text(encoding="utf-8")
+    assert all(f"| {row} |" in text for row in ROWS)
+    boxed = [line.split(",")[0] for line in (staged["data"] / "chestxray8" / "BBox_List_2017.csv").read_text(
+        encoding="utf-8").splitlines()[1:]]  # fmt: skip
+    figures = sorted(out.glob("test_*.png"))
+    assert len(figures) == len(ROWS) * min(SHOWN_CASES, len(set(boxed)))
+    assert all(f"]({p.name})" in text for p in figures)
+    assert "## Inference on real films" in text and "](predictions/overlays/" in text
+
+
 def inference(root: Path, data: Path, out: Path, **values) -> Path:
     """The inference workflow run in process, as Python users run it; its output folder."""
     common = {"bundle_root": str(root), "dataset_dir": str(data), "output_dir": str(out), "num_workers": 0}

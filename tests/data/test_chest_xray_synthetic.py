@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from medguide.data import make_cxr_dataset
-from medguide.data.chest_xray_synthetic import CHEXPERT_COLUMNS, CXR_WORDINGS, _chest_film
+from medguide.data.chest_xray import CHEXPERT_LABELS
+from medguide.data.chest_xray_synthetic import CXR_WORDINGS, _chest_film
 
 SIZE = 64
 SIDE_WORDS = {
@@ -89,11 +90,11 @@ def test_mimic_layout(tiny):
         with Image.open(study / f"{row['dicom_id']}.jpg") as image:
             assert (image.format, image.mode, image.size) == ("JPEG", "L", (SIZE, SIZE))
     chexpert = _rows(mimic / "mimic-cxr-2.0.0-chexpert.csv")
-    assert list(chexpert[0]) == ["subject_id", "study_id", *CHEXPERT_COLUMNS]
+    assert list(chexpert[0]) == ["subject_id", "study_id", *CHEXPERT_LABELS]
     assert [(row["subject_id"], row["study_id"]) for row in chexpert] == [
         (row["subject_id"], row["study_id"]) for row in split
     ]
-    assert {row[column] for row in chexpert for column in CHEXPERT_COLUMNS} <= {"", "1.0", "0.0", "-1.0"}
+    assert {row[column] for row in chexpert for column in CHEXPERT_LABELS} <= {"", "1.0", "0.0", "-1.0"}
     metadata = _rows(mimic / "mimic-cxr-2.0.0-metadata.csv")
     assert [row["dicom_id"] for row in metadata] == [row["dicom_id"] for row in split]
     assert {row["ViewPosition"] for row in metadata} <= {"PA", "AP"}
