@@ -81,6 +81,9 @@ class ReportGuidedIteration(TrainingIteration):
             whose report states it present are the ones aligned.
         prior: the location prior (default :class:`medguide.losses.LocationPriorLoss` with the standard
             attributes); used only with a positive ``prior_weight``.
+        ramp_up: share of the training (in ``[0, 1]``) over which the alignment and prior weights rise linearly
+            from 0 to their values, so the image map is not pulled toward a text map that is still random (as
+            mean-teacher methods ramp their consistency term); 0: full weight from the first iteration.
 
     Raises:
         ValueError: (per iteration) a batch without ``label``, or without ``text_key`` when guided.
@@ -95,7 +98,11 @@ class ReportGuidedIteration(TrainingIteration):
         prior_weight: float = 0.0,
         opacity_index: int = 0,
         prior: LocationPriorLoss | None = None,
+        ramp_up: float = 0.0,
     ) -> None:
+        if not 0 <= ramp_up <= 1:
+            raise ValueError(f"ReportGuidedIteration: ramp_up must be in [0, 1], got {ramp_up}.")
+        self.ramp_up = ramp_up
         self.guidance = guidance
         self.text_key = text_key
         self.text_weight, self.alignment_weight, self.prior_weight = text_weight, alignment_weight, prior_weight
@@ -125,6 +132,13 @@ class ReportGuidedIteration(TrainingIteration):
             guided = engine.inferer(batchdata[self.text_key], self.guidance, outputs.regions, outputs.maps.shape[2:])
         return outputs, guided, label
 
+    def ramp(self, engine: Any) -> float:
+        """The factor of the alignment and prior weights at the engine's current iteration, in ``[0, 1]``."""
+        if not self.ramp_up:
+            return 1.0
+        done = (engine.state.iteration - 1) / max(1, engine.state.max_epochs * (engine.state.epoch_length or 1))
+        return min(1.0, done / self.ramp_up)
+
     def loss(self, engine: Any, forwarded: tuple) -> dict[str, torch.Tensor]:
         outputs, guided, label = forwarded
         label = label.float()
@@ -140,11 +154,11 @@ class ReportGuidedIteration(TrainingIteration):
                 terms["alignment"] = self.alignment(image_map, guided.map.float(), weight=stated)
             if self.prior_weight:
                 terms["prior"] = self.prior(guided.map.float(), label.clamp(min=0), (label >= 0).float())
+        ramp = self.ramp(engine)
         terms["loss"] = (
             terms["attributes"]
             + self.text_weight * terms["text"]
-            + self.alignment_weight * terms["alignment"]
-            + self.prior_weight * terms["prior"]
+            + ramp * (self.alignment_weight * terms["alignment"] + self.prior_weight * terms["prior"])
         )
         return terms
 

@@ -1,4 +1,4 @@
-"""Image encoders that keep the spatial grid: region features ``[B, C, h, w]`` for attention over image regions.
+"""Image encoders that keep the spatial grid: region features ``[B, C, w, h]`` (x first) for attention over regions.
 
 :func:`medguide.networks.image_encoder` gives MONAI's DenseNet and ResNet pooled to one vector; a localiser needs the
 map before the pooling. :func:`region_encoder` builds the same MONAI network (same state-dict keys, so the same
@@ -45,7 +45,7 @@ class RegionFeatures(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_channels, H, W]`` -> ``[B, C, H / stride, W / stride]``."""
+        """``[B, in_channels, W, H]`` -> ``[B, C, W / stride, H / stride]``."""
         net = self.net
         if isinstance(net, DenseNet):
             return torch.relu(net.features(x))
@@ -56,7 +56,7 @@ class RegionFeatures(nn.Module):
 
 
 class RegionEncoder(NamedTuple):
-    """An encoder returning region features ``[B, channels, h, w]``, and ``channels``."""
+    """An encoder returning region features ``[B, channels, w, h]``, and ``channels``."""
 
     module: RegionFeatures
     channels: int

@@ -7,11 +7,11 @@ architecture; this one is ours (the bundle's ``docs/README.md`` gives the reason
 - :class:`AttributeLocalizer` (what inference runs, the image alone): a MONAI encoder's last feature map, projected
   to ``dim``, gives region features ``[B, N, dim]``; one learned query per report attribute
   (:data:`medguide.data.REPORT_ATTRIBUTES`: opacity, left, right, upper, middle, lower, extensive) attends over the
-  regions (:class:`medguide.networks.blocks.CrossAttention`), giving a map per attribute ``[B, A, h, w]`` and, from
+  regions (:class:`medguide.networks.blocks.CrossAttention`), giving a map per attribute ``[B, A, w, h]`` and, from
   the attended features, the attribute logits ``[B, A]``. The opacity query's map is the localisation map.
 - :class:`ReportGuidance` (training only): the report's tokens (any report encoder,
   :mod:`medguide.networks.reports`) attend over the same regions; a learned relevance per token weighs the token
-  maps into one text-guided map ``[B, h, w]``, which pools the regions into a feature that classifies the attributes
+  maps into one text-guided map ``[B, w, h]``, which pools the regions into a feature that classifies the attributes
   too. The localiser's opacity map is trained toward this map (stop-gradient), so at test time it looks where a
   report would have pointed.
 
@@ -35,8 +35,9 @@ __all__ = ["AttributeLocalizer", "GuidanceOutputs", "LocalizerOutputs", "ReportG
 class LocalizerOutputs(NamedTuple):
     """What :class:`AttributeLocalizer` gives with ``with_maps=True``.
 
-    ``logits`` ``[B, A]``; ``maps`` ``[B, A, h, w]``, each map summing to 1 over the grid; ``regions`` ``[B, N, dim]``
-    (``N = h * w``, row-major), which :class:`ReportGuidance` attends over.
+    ``logits`` ``[B, A]``; ``maps`` ``[B, A, w, h]``, each map summing to 1 over the grid; ``regions`` ``[B, N, dim]``
+    (``N = w * h``; region ``n`` is grid cell ``(n // h, n % h)``, x first as in MONAI's layout), which
+    :class:`ReportGuidance` attends over.
     """
 
     logits: torch.Tensor
@@ -46,7 +47,7 @@ class LocalizerOutputs(NamedTuple):
 
 class GuidanceOutputs(NamedTuple):
     """What :class:`ReportGuidance` gives: attribute ``logits`` ``[B, A]`` from the text-guided feature, the
-    text-guided ``map`` ``[B, h, w]`` (sums to 1), and the token ``weights`` ``[B, L]`` (sum to 1 over real tokens)."""
+    text-guided ``map`` ``[B, w, h]`` (sums to 1), and the token ``weights`` ``[B, L]`` (sum to 1 over real tokens)."""
 
     logits: torch.Tensor
     map: torch.Tensor
@@ -60,11 +61,11 @@ class AttributeLocalizer(nn.Module):
 
         encoder = medguide.networks.region_encoder("resnet50", 1, conv1_t_stride=2)
         net = AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=256)
-        logits = net(films)                          # [B, 1, 512, 512] -> [B, 7]
-        out = net(films, with_maps=True)             # out.maps [B, 7, 16, 16]
+        logits = net(films)                          # [B, 1, 512, 512] -> [B, 7], unbounded (sigmoid: probability)
+        out = net(films, with_maps=True)             # out.maps [B, 7, 16, 16] (x first)
 
     Args:
-        encoder: a module mapping ``[B, C, H, W]`` to region features ``[B, channels, h, w]``
+        encoder: a module mapping ``[B, C, W, H]`` to region features ``[B, channels, w, h]``
             (:func:`medguide.networks.region_encoder`).
         channels: the encoder's output channels.
         attributes: the attribute names, in the order of the logits (the first is the one localised, ``opacity``).
@@ -103,7 +104,7 @@ class AttributeLocalizer(nn.Module):
         """Attribute logits ``[B, A]``, or :class:`LocalizerOutputs` with ``with_maps``.
 
         Args:
-            image: ``[B, C, H, W]`` films (grey, normalised as the bundle's transforms do).
+            image: ``[B, C, W, H]`` films (grey, normalised as the bundle's transforms do).
             with_maps: also return the maps and the region features.
         """
         features = self.projection(self.encoder(image))
@@ -121,7 +122,7 @@ class ReportGuidance(nn.Module):
     """The text side of training: report tokens attend over the localiser's regions, giving a text-guided map.
 
     Each token's map comes from :class:`medguide.networks.blocks.CrossAttention`; a linear score per token, softmax
-    over the real tokens, weighs them into one map ``[B, h, w]`` (so words such as "right lower lobe consolidation"
+    over the real tokens, weighs them into one map ``[B, w, h]`` (so words such as "right lower lobe consolidation"
     can dominate "heart size is normal"); the regions pooled by that map give a feature whose linear classifier
     predicts the report's attributes, which is what trains the map to point at the finding.
 
@@ -153,7 +154,7 @@ class ReportGuidance(nn.Module):
         Args:
             texts: ``B`` report texts.
             regions: ``[B, N, dim]``, :class:`LocalizerOutputs`'s ``regions``.
-            grid: ``(h, w)`` with ``h * w = N``.
+            grid: ``(w, h)`` with ``w * h = N``.
         """
         tokens, mask = self.report_encoder(list(texts))
         tokens = self.projection(tokens)

@@ -84,6 +84,7 @@ def train(guide: ReportGuidance | None, data: DataLoader | None = None, **kwargs
     untrained = copy.deepcopy(network)
     parameters = [*network.parameters(), *(guide.parameters() if guide is not None else [])]
     prior_weight = kwargs.pop("prior_weight", 0.0)
+    ramp_up = kwargs.pop("ramp_up", 0.0)
     trainer = Trainer(
         "cpu",
         max_epochs=1,
@@ -91,7 +92,7 @@ def train(guide: ReportGuidance | None, data: DataLoader | None = None, **kwargs
         network=network,
         optimizer=torch.optim.Adam(parameters, 1e-2),
         loss_function=MaskedAttributeBCE(),
-        iteration_update=ReportGuidedIteration(guide, prior_weight=prior_weight),
+        iteration_update=ReportGuidedIteration(guide, prior_weight=prior_weight, ramp_up=ramp_up),
         **kwargs,
     )
     batches, outputs = [], []
@@ -114,6 +115,18 @@ def test_a_guided_epoch_reports_every_loss_term():
         )
     # each batch has a case stating opacity, so the image map is pulled toward the text map
     assert all(terms["alignment"] > 0 for terms in run["terms"])
+
+
+def test_the_ramp_up_starts_the_alignment_and_prior_at_zero_and_brings_them_in_linearly():
+    # two iterations in one epoch, ramp over the whole run: factor 0 at the first iteration, 1/2 at the second
+    run = train(guidance(), prior_weight=0.5, ramp_up=1.0)
+    for factor, terms in zip([0.0, 0.5], run["terms"], strict=True):
+        assert terms["alignment"] > 0 and terms["prior"] > 0
+        assert terms["loss"] == pytest.approx(
+            terms["attributes"] + terms["text"] + factor * (terms["alignment"] + 0.5 * terms["prior"]), rel=1e-5
+        )
+    with pytest.raises(ValueError, match="ramp_up"):
+        ReportGuidedIteration(guidance(), ramp_up=1.5)
 
 
 def test_the_guidance_trains_with_the_localiser():
