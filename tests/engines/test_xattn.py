@@ -265,18 +265,18 @@ def test_evaluate_localization_writes_mean_and_sd_over_seeds(seed_folders, tmp_p
             assert row[f"{column} sd"] == pytest.approx(sd, abs=1e-12), column
 
     out = tmp_path / "out"
-    with open(out / "cxr8.csv", newline="") as file:
+    with open(out / "cxr8.csv", newline="", encoding="utf-8") as file:
         written = list(csv.DictReader(file))
     assert [row["model"] for row in written] == ["guided", "baseline"]
     assert float(written[0]["opacity_auc"]) == pytest.approx(0.5)
     assert float(written[0]["opacity_auc sd"]) == pytest.approx(0.5 / math.sqrt(2))
-    with open(out / "cxr8_per_seed.csv", newline="") as file:
+    with open(out / "cxr8_per_seed.csv", newline="", encoding="utf-8") as file:
         per_seed = {(row["model"], row["seed"]): row for row in csv.DictReader(file)}
     assert set(per_seed) == {("guided", "1"), ("guided", "2"), ("baseline", "1"), ("baseline", "2")}
     assert float(per_seed["guided", "1"]["accuracy@0.1"]) == pytest.approx(2 / 3)
     assert float(per_seed["baseline", "1"]["accuracy@0.1"]) == pytest.approx(1 / 3)
     assert float(per_seed["baseline", "2"]["opacity_auc"]) == pytest.approx(0.75)
-    markdown = (out / "cxr8.md").read_text()
+    markdown = (out / "cxr8.md").read_text(encoding="utf-8")
     assert "seeds 1, 2" in markdown
     assert "| guided | 0.500 ± 0.236 |" in markdown  # accuracy@0.1, the first column
 
