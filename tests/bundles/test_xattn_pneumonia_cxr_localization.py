@@ -30,6 +30,7 @@ from PIL import Image
 
 from medguide.data import mimic_cxr_datalist
 from medguide.engines import LOCALIZATION_COLUMNS
+from tests.bundles.dmg_stages import train_in_two_processes
 from tests.bundles.helpers import configs, make_tiny_data, run_stage, stage_workflow, tiny
 from tests.bundles.test_octcoda_fundus_classification import shown_error
 from tests.data.test_chest_xray import write_film_dicom
@@ -377,3 +378,13 @@ def test_evaluation_names_the_box_list_line_of_a_box_outside_its_film(staged, bo
     shown = shown.splitlines()[-1]
     assert f"'{box_list}', line 3" in shown and "outside" in shown, shown
     assert not (tmp_path / "e" / "localization_table.csv").exists()
+
+
+@pytest.mark.slow
+def test_both_models_train_in_two_processes(tmp_path):
+    """The multi-GPU overlay trains the text-guided localiser (its report guidance in DDP too) and the baseline
+    data-parallel with gloo on CPU, and rank 0 leaves every checkpoint."""
+    result = train_in_two_processes(NAME, tmp_path, TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert set(model_files(tmp_path / "run")) >= {"models/model.pt", "models/report_guidance/model.pt",
+                                                   "models/baseline/model.pt"}  # fmt: skip
