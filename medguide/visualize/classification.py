@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medguide.data.files import atomic_target, atomic_write_text
+from medguide.data.files import atomic_write_text
+from medguide.visualize.figures import save_figure
 
 __all__ = ["confusion_matrix_figure", "write_classification_report"]
 
@@ -65,11 +66,7 @@ def confusion_matrix_figure(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def _predict(

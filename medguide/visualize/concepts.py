@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medguide.data.files import atomic_target
+from medguide.visualize.figures import save_figure
 
 __all__ = ["concept_figure", "display_image"]
 
@@ -88,8 +88,4 @@ def concept_figure(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, format="png")

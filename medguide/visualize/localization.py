@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from medguide.data.chest_xray import boxes_to_grid
-from medguide.data.files import atomic_target
 from medguide.visualize.concepts import display_image
+from medguide.visualize.figures import save_figure
 
 __all__ = ["localization_figure", "write_localization_report"]
 
@@ -96,11 +96,7 @@ def localization_figure(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, format="png")
 
 
 def _test_figures(parser, rows: dict, seed_dir: Path, out: Path) -> list[tuple[str, list[Path]]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medguide.data.files import atomic_target
+from medguide.visualize.figures import save_figure
 
 __all__ = ["label_overlay_figure"]
 
@@ -119,8 +119,4 @@ def label_overlay_figure(
     fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), fontsize=11, frameon=False)
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, footer / height, 1, 1 - header / height), h_pad=1.2)
-    path = Path(path)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
