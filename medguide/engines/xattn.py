@@ -67,6 +67,7 @@ class ReportGuidedIteration(TrainingIteration):
              + text_weight      * BCE(text-guided logits)          # with guidance
              + alignment_weight * KL(text map (stop-gradient) || image opacity map)   # where the report says opacity
              + prior_weight     * mass of the text map outside the side and zone the report names   # optional
+                                 (a ``spread`` prior: KL from uniform-over-that-region to the report's location map)
 
     Without ``guidance`` only the first term is left: the same network trained without text, the CAM-style
     baseline. ``guidance`` is trained with the localiser (give the optimizer both modules' parameters) and saved
@@ -129,7 +130,7 @@ class ReportGuidedIteration(TrainingIteration):
         guided = None
         if self.guidance is not None:
             # through the inferer, so medguide's CPU autocast covers the text side as it does the image side
-            guided = engine.inferer(batchdata[self.text_key], self.guidance, outputs.regions, outputs.maps.shape[2:])
+            guided = engine.inferer(batchdata[self.text_key], self.guidance, outputs.regions, outputs.evidence)
         return outputs, guided, label
 
     def ramp(self, engine: Any) -> float:
@@ -153,7 +154,9 @@ class ReportGuidedIteration(TrainingIteration):
                 image_map = outputs.maps[:, self.opacity_index].float()
                 terms["alignment"] = self.alignment(image_map, guided.map.float(), weight=stated)
             if self.prior_weight:
-                terms["prior"] = self.prior(guided.map.float(), label.clamp(min=0), (label >= 0).float())
+                # a spread prior is on where the report points (the location map), the mass prior on the guided map
+                target_map = guided.location if self.prior.spread else guided.map
+                terms["prior"] = self.prior(target_map.float(), label.clamp(min=0), (label >= 0).float())
         ramp = self.ramp(engine)
         terms["loss"] = (
             terms["attributes"]

@@ -252,10 +252,18 @@ class LocationPriorLoss(_Loss):
     report states opacity present and a side or zone (``extensive`` alone constrains nothing), 0 with a zero
     gradient when there is none.
 
+    With ``spread=True`` the map is instead pulled toward the uniform distribution over the allowed region,
+    ``KL(uniform(prior) || map) = -log(n) - mean over the n allowed cells of log(map)`` (``>= 0``, 0 for exactly that
+    map), over every sample (a report that names no place allows the whole grid). Mass outside costs as before,
+    and so does a map that collapses onto one allowed cell: meant for a map that only says *where the report
+    points* (:class:`medguide.networks.ReportGuidance`'s ``location``), which the mass alone lets settle on any one
+    cell of the zone, the same for every film.
+
     Args:
         attributes: the attribute names in the order of the targets (default
             :data:`medguide.data.REPORT_ATTRIBUTES`; ``opacity`` must be among them).
         lung_rows: the lung band as fractions of the image height (see :func:`location_prior`).
+        spread: the KL form above instead of the mass outside.
 
     Raises:
         ValueError: if ``attributes`` has no ``opacity``, or as :func:`location_prior`.
@@ -269,9 +277,13 @@ class LocationPriorLoss(_Loss):
     """
 
     def __init__(
-        self, attributes: Sequence[str] = REPORT_ATTRIBUTES, lung_rows: tuple[float, float] = (0.0, 1.0)
+        self,
+        attributes: Sequence[str] = REPORT_ATTRIBUTES,
+        lung_rows: tuple[float, float] = (0.0, 1.0),
+        spread: bool = False,
     ) -> None:
         super().__init__()
+        self.spread = bool(spread)
         self.attributes = tuple(attributes)
         if "opacity" not in self.attributes:
             raise ValueError(f"LocationPriorLoss: attributes must include 'opacity', got {self.attributes}.")
@@ -287,7 +299,7 @@ class LocationPriorLoss(_Loss):
         mask: torch.Tensor,
         grid_size: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """The loss, a scalar in ``[0, 1]``.
+        """The loss, a scalar in ``[0, 1]`` (``spread``: ``>= 0``).
 
         Args:
             attention: the image-only map ``[B, w, h]``, or ``[B, N]`` with ``grid_size``; probabilities.
@@ -307,6 +319,11 @@ class LocationPriorLoss(_Loss):
                 f"{tuple(attention.shape)} and grid_size {grid_size!r}."
             )
         prior = location_prior(targets, mask, grid_size, self.attributes, self.lung_rows)
+        if self.spread:
+            allowed = prior.flatten(1).to(attention.dtype)
+            count = allowed.sum(dim=1)
+            log_map = attention.flatten(1).clamp_min(1e-6).log()
+            return (-count.log() - (log_map * allowed).sum(dim=1) / count).mean()
         outside = (attention.flatten(1) * ~prior.flatten(1)).sum(dim=1)
         stated = (mask > 0) & (targets > 0.5)
         located = stated[:, [self.attributes.index(n) for n in ("left", "right", *ZONES) if n in self.attributes]]

@@ -5,15 +5,18 @@ MICCAI 2021, https://arxiv.org/abs/2110.03094 (``../shared/METHODS.md`` section 
 architecture; this one is ours (the bundle's ``docs/README.md`` gives the reasons):
 
 - :class:`AttributeLocalizer` (what inference runs, the image alone): a MONAI encoder's last feature map, projected
-  to ``dim``, gives region features ``[B, N, dim]``; one learned query per report attribute
-  (:data:`medguide.data.REPORT_ATTRIBUTES`: opacity, left, right, upper, middle, lower, extensive) attends over the
-  regions (:class:`medguide.networks.blocks.CrossAttention`), giving a map per attribute ``[B, A, w, h]`` and, from
-  the attended features, the attribute logits ``[B, A]``. The opacity query's map is the localisation map.
-- :class:`ReportGuidance` (training only): the report's tokens (any report encoder,
-  :mod:`medguide.networks.reports`) attend over the same regions; a learned relevance per token weighs the token
-  maps into one text-guided map ``[B, w, h]``, which pools the regions into a feature that classifies the attributes
-  too. The localiser's opacity map is trained toward this map (stop-gradient), so at test time it looks where a
-  report would have pointed.
+  to ``dim`` (1x1 convolution and ReLU), gives region features ``[B, N, dim]``; one learned query per report attribute
+  (:data:`medguide.data.REPORT_ATTRIBUTES`: opacity, left, right, upper, middle, lower, extensive) scores every region
+  (scaled dot product, as an attention score). The score is the region's *evidence* for the attribute: the
+  attribute's map is the softmax of its scores over the regions, and its logit the map-weighted mean of the scores
+  (a soft maximum), so a film is called positive only through the regions its map points at. The opacity map is the
+  localisation map.
+- :class:`ReportGuidance` (training only): the report's tokens attend over the same regions, with their grid
+  positions, through :class:`medguide.networks.blocks.CrossAttention`; a learned relevance per token weighs the
+  token maps into a *location* map (where the report's words point). The text-guided map is the localiser's opacity
+  evidence re-weighted by that location map, and pools every attribute's evidence into the text-path logits. The
+  localiser's opacity map is trained toward this map (stop-gradient), so at test time it looks where a report would
+  have pointed.
 
 Trained without :class:`ReportGuidance` (attribute labels only), the same localiser is the CAM-style baseline the
 method must beat.
@@ -29,33 +32,44 @@ from torch import nn
 
 from medguide.networks.blocks.cross_attention import CrossAttention, flatten_regions
 
-__all__ = ["AttributeLocalizer", "GuidanceOutputs", "LocalizerOutputs", "ReportGuidance"]
+__all__ = ["AttributeLocalizer", "GuidanceOutputs", "LocalizerOutputs", "ReportGuidance", "grid_positions"]
 
 
 class LocalizerOutputs(NamedTuple):
     """What :class:`AttributeLocalizer` gives with ``with_maps=True``.
 
     ``logits`` ``[B, A]``; ``maps`` ``[B, A, w, h]``, each map summing to 1 over the grid; ``regions`` ``[B, N, dim]``
-    (``N = w * h``; region ``n`` is grid cell ``(n // h, n % h)``, x first as in MONAI's layout), which
-    :class:`ReportGuidance` attends over.
+    (``N = w * h``; region ``n`` is grid cell ``(n // h, n % h)``, x first as in MONAI's layout) and ``evidence``
+    ``[B, A, w, h]`` (each region's unbounded score per attribute, the maps' softmax input), which
+    :class:`ReportGuidance` uses.
     """
 
     logits: torch.Tensor
     maps: torch.Tensor
     regions: torch.Tensor
+    evidence: torch.Tensor
 
 
 class GuidanceOutputs(NamedTuple):
-    """What :class:`ReportGuidance` gives: attribute ``logits`` ``[B, A]`` from the text-guided feature, the
-    text-guided ``map`` ``[B, w, h]`` (sums to 1), and the token ``weights`` ``[B, L]`` (sum to 1 over real tokens)."""
+    """What :class:`ReportGuidance` gives: attribute ``logits`` ``[B, A]`` (the evidence pooled by the text-guided
+    map), the text-guided ``map`` ``[B, w, h]`` (sums to 1), the report's ``location`` map ``[B, w, h]`` (sums to 1)
+    and the token ``weights`` ``[B, L]`` (sum to 1 over real tokens)."""
 
     logits: torch.Tensor
     map: torch.Tensor
+    location: torch.Tensor
     weights: torch.Tensor
 
 
+def evidence_pooling(evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps and logits from region scores ``[B, A, N]``: ``maps = softmax(evidence)`` over ``N`` (sum to 1) and
+    ``logits = sum(maps * evidence)`` ``[B, A]``, a soft maximum of the scores (between their mean and their max)."""
+    maps = evidence.softmax(dim=-1)
+    return (maps * evidence).sum(-1), maps
+
+
 class AttributeLocalizer(nn.Module):
-    """Image-only attribute classification and one attention map per attribute.
+    """Image-only attribute classification and one evidence map per attribute.
 
     Example::
 
@@ -64,40 +78,37 @@ class AttributeLocalizer(nn.Module):
         logits = net(films)                          # [B, 1, 512, 512] -> [B, 7], unbounded (sigmoid: probability)
         out = net(films, with_maps=True)             # out.maps [B, 7, 16, 16] (x first)
 
+    Why evidence pooling rather than classifying an attention-pooled feature: deep region features see most of the
+    film, so a classifier on a pooled feature is as right with a map on one corner as on the lesion, and such maps
+    collapsed onto one or two cells outside the lungs in our runs (bundle docs, "Design"). Here the logit is made of
+    the mapped regions' own scores, so a map off the lesion costs the classification.
+
     Args:
         encoder: a module mapping ``[B, C, W, H]`` to region features ``[B, channels, w, h]``
             (:func:`medguide.networks.region_encoder`).
         channels: the encoder's output channels.
         attributes: the attribute names, in the order of the logits (the first is the one localised, ``opacity``).
         dim: width of the region features after a 1x1 projection, and of the queries.
-        num_heads: attention heads of the attribute queries.
-        dropout: dropout on the attended features (training only).
+        dropout: dropout on the region features before scoring (training only).
 
     Raises:
-        ValueError: no attributes, or ``dim`` not divisible by ``num_heads``.
+        ValueError: no attributes, or ``dropout`` not in ``[0, 1)``.
     """
 
     def __init__(
-        self,
-        encoder: nn.Module,
-        channels: int,
-        attributes: Sequence[str],
-        dim: int = 256,
-        num_heads: int = 4,
-        dropout: float = 0.0,
+        self, encoder: nn.Module, channels: int, attributes: Sequence[str], dim: int = 256, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.attributes = tuple(attributes)
         if not self.attributes:
             raise ValueError("AttributeLocalizer needs at least one attribute.")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"AttributeLocalizer: dropout must be in [0, 1), got {dropout!r}.")
         self.encoder = encoder
         self.projection = nn.Conv2d(channels, dim, kernel_size=1)
         self.queries = nn.Parameter(torch.randn(len(self.attributes), dim) * dim**-0.5)
-        self.attention = CrossAttention(dim, num_heads, dropout=dropout)
-        # one linear classifier per attribute, on that attribute's attended feature
-        self.weight = nn.Parameter(torch.zeros(len(self.attributes), dim))
         self.bias = nn.Parameter(torch.zeros(len(self.attributes)))
-        nn.init.normal_(self.weight, std=dim**-0.5)
+        self.dropout = nn.Dropout(dropout)
         self.dim = dim
 
     def forward(self, image: torch.Tensor, with_maps: bool = False) -> torch.Tensor | LocalizerOutputs:
@@ -105,62 +116,81 @@ class AttributeLocalizer(nn.Module):
 
         Args:
             image: ``[B, C, W, H]`` films (grey, normalised as the bundle's transforms do).
-            with_maps: also return the maps and the region features.
+            with_maps: also return the maps, the region features and the evidence.
         """
-        features = self.projection(self.encoder(image))
+        features = torch.relu(self.projection(self.encoder(image)))
         grid = features.shape[2:]
         regions = flatten_regions(features)
-        queries = self.queries.unsqueeze(0).expand(len(image), -1, -1)
-        attended, maps = self.attention(queries, regions)
-        logits = (attended * self.weight).sum(-1) + self.bias
+        # scores and their softmax in float32 under autocast: in bfloat16 (8 bits of mantissa) the small differences
+        # between regions' scores are lost, and the maps with them (validation AUC 0.59 against 0.70 in our runs)
+        with torch.autocast(image.device.type, enabled=False):
+            evidence = torch.einsum("bnd,ad->ban", self.dropout(regions).float(), self.queries.float())
+            evidence = evidence * self.dim**-0.5 + self.bias.float()[:, None]
+            logits, maps = evidence_pooling(evidence)
         if not with_maps:
             return logits
-        return LocalizerOutputs(logits, maps.reshape(len(image), len(self.attributes), *grid), regions)
+        shape = (len(image), len(self.attributes), *grid)
+        return LocalizerOutputs(logits, maps.reshape(shape), regions, evidence.reshape(shape))
+
+
+def grid_positions(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Each cell's centre on a ``(w, h)`` grid as ``(x, y)`` in ``[-1, 1]``, ``[w * h, 2]`` in region order (cell
+    ``n`` is ``(n // h, n % h)``, :func:`medguide.networks.blocks.flatten_regions`)."""
+    axes = [(torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2 - 1 for size in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
 
 
 class ReportGuidance(nn.Module):
     """The text side of training: report tokens attend over the localiser's regions, giving a text-guided map.
 
-    Each token's map comes from :class:`medguide.networks.blocks.CrossAttention`; a linear score per token, softmax
-    over the real tokens, weighs them into one map ``[B, w, h]`` (so words such as "right lower lobe consolidation"
-    can dominate "heart size is normal"); the regions pooled by that map give a feature whose linear classifier
-    predicts the report's attributes, which is what trains the map to point at the finding.
+    Each token's map comes from :class:`medguide.networks.blocks.CrossAttention` over the regions plus a learned
+    embedding of their grid position (so "right lower lobe" can point at a place, not only at a look); a linear
+    score per token, softmax over the real tokens, weighs them into the report's location map ``g`` ``[B, N]``
+    (so words such as "right lower lobe consolidation" can dominate "heart size is normal"). The text-guided map is
+    ``softmax(opacity evidence + log g)``: the image's own evidence, kept where the report points. Pooling every
+    attribute's evidence with it gives the text-path logits, which the report's attributes supervise.
 
     Args:
         report_encoder: ``forward(texts) -> (features [B, L, text_dim], mask [B, L])``
             (:class:`medguide.networks.TransformerReportEncoder`, :class:`medguide.networks.HuggingFaceReportEncoder`).
         text_dim: the report encoder's feature width.
         dim: the localiser's region width (:class:`AttributeLocalizer`'s ``dim``).
-        num_attributes: ``A``.
         num_heads: attention heads.
+        opacity_index: the position of ``opacity`` among the attributes (its evidence is the one re-weighted).
 
     Raises:
         ValueError: ``dim`` not divisible by ``num_heads``.
     """
 
     def __init__(
-        self, report_encoder: nn.Module, text_dim: int, dim: int, num_attributes: int, num_heads: int = 4
+        self, report_encoder: nn.Module, text_dim: int, dim: int, num_heads: int = 4, opacity_index: int = 0
     ) -> None:
         super().__init__()
         self.report_encoder = report_encoder
         self.projection = nn.Linear(text_dim, dim)
+        self.position = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
         self.attention = CrossAttention(dim, num_heads)
         self.relevance = nn.Linear(dim, 1)
-        self.classifier = nn.Linear(dim, num_attributes)
+        self.opacity_index = opacity_index
 
-    def forward(self, texts: Sequence[str], regions: torch.Tensor, grid: Sequence[int]) -> GuidanceOutputs:
+    def forward(self, texts: Sequence[str], regions: torch.Tensor, evidence: torch.Tensor) -> GuidanceOutputs:
         """The text-guided map and attribute logits.
 
         Args:
             texts: ``B`` report texts.
             regions: ``[B, N, dim]``, :class:`LocalizerOutputs`'s ``regions``.
-            grid: ``(w, h)`` with ``w * h = N``.
+            evidence: ``[B, A, w, h]`` with ``w * h = N``, :class:`LocalizerOutputs`'s ``evidence``.
         """
+        grid = evidence.shape[2:]
         tokens, mask = self.report_encoder(list(texts))
         tokens = self.projection(tokens)
-        _, token_maps = self.attention(tokens, regions)
+        keys = regions + self.position(grid_positions(grid, regions.device)).to(regions.dtype)
+        _, token_maps = self.attention(tokens, keys)
         scores = self.relevance(tokens).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = scores.softmax(dim=-1)
-        text_map = torch.einsum("bl,bln->bn", weights, token_maps)
-        feature = torch.einsum("bn,bnd->bd", text_map, regions)
-        return GuidanceOutputs(self.classifier(feature), text_map.reshape(len(regions), *grid), weights)
+        location = torch.einsum("bl,bln->bn", weights, token_maps.to(weights.dtype))
+        with torch.autocast(regions.device.type, enabled=False):  # in float32, as the localiser's evidence
+            flat = evidence.flatten(2).float()
+            text_map = (flat[:, self.opacity_index] + location.float().clamp_min(1e-6).log()).softmax(dim=-1)
+            logits = torch.einsum("bn,ban->ba", text_map, flat)
+        return GuidanceOutputs(logits, text_map.reshape(len(flat), *grid), location.reshape(len(flat), *grid), weights)

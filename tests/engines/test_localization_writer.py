@@ -37,7 +37,7 @@ class FixedLocalizer(nn.Module):
         maps = torch.full((len(image), len(ATTRIBUTES), *MAP_SIZE), 1.0 / 64)
         maps[:, 0] = 0
         maps[:, 0, 2:4, 4:7] = 1.0
-        return LocalizerOutputs(logits, maps, torch.zeros(len(image), 64, 4))
+        return LocalizerOutputs(logits, maps, torch.zeros(len(image), 64, 4), maps.log())
 
 
 def film(original: tuple[int, int], opacity_logit: float) -> MetaTensor:
@@ -167,7 +167,7 @@ def test_real_films_load_and_their_boxes_lie_in_the_1024_grid(sample_data, tmp_p
     data = Dataset([{"case": f.stem, "image": str(f)} for f in files], preprocessing)
     torch.manual_seed(0)
     encoder = region_encoder("densenet", 1, init_features=4, growth_rate=4, block_config=(1, 1))
-    network = AttributeLocalizer(encoder.module, encoder.channels, ATTRIBUTES, dim=8, num_heads=2).eval()
+    network = AttributeLocalizer(encoder.module, encoder.channels, ATTRIBUTES, dim=8).eval()
     inferer = MapInferer()
     run(LocalizationWriter(tmp_path, ATTRIBUTES, inferer, figures=True, max_figures=1), inferer, data, 4, network)
     predictions = json.loads((tmp_path / "boxes.json").read_text(encoding="utf-8"))

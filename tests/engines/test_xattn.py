@@ -26,7 +26,7 @@ from medguide.engines import (
     localization_scores,
     report_terms,
 )
-from medguide.losses import MaskedAttributeBCE
+from medguide.losses import LocationPriorLoss, MaskedAttributeBCE
 from medguide.metrics import map_mask_iou
 from medguide.networks import AttributeLocalizer, ReportGuidance, TransformerReportEncoder, region_encoder
 from medguide.networks.xattn import LocalizerOutputs
@@ -54,14 +54,14 @@ def state(module: nn.Module) -> dict[str, torch.Tensor]:
 def localizer(seed: int = 0) -> AttributeLocalizer:
     torch.manual_seed(seed)
     encoder = region_encoder("densenet", 1, init_features=4, growth_rate=4, block_config=(1, 1))
-    return AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=DIM, num_heads=2)
+    return AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=DIM)
 
 
 def guidance(seed: int = 0) -> ReportGuidance:
     torch.manual_seed(seed)
     vocabulary = ReportVocabulary.build(REPORTS, min_count=1)
     text = TransformerReportEncoder(vocabulary, dim=TEXT_DIM, depth=1, heads=2, max_length=12, dropout=0)
-    return ReportGuidance(text, TEXT_DIM, DIM, len(REPORT_ATTRIBUTES), num_heads=2)
+    return ReportGuidance(text, TEXT_DIM, DIM, num_heads=2)
 
 
 def loader(labels=LABELS, with_text: bool = True) -> DataLoader:
@@ -85,6 +85,7 @@ def train(guide: ReportGuidance | None, data: DataLoader | None = None, **kwargs
     parameters = [*network.parameters(), *(guide.parameters() if guide is not None else [])]
     prior_weight = kwargs.pop("prior_weight", 0.0)
     ramp_up = kwargs.pop("ramp_up", 0.0)
+    prior = kwargs.pop("prior", None)
     trainer = Trainer(
         "cpu",
         max_epochs=1,
@@ -92,7 +93,7 @@ def train(guide: ReportGuidance | None, data: DataLoader | None = None, **kwargs
         network=network,
         optimizer=torch.optim.Adam(parameters, 1e-2),
         loss_function=MaskedAttributeBCE(),
-        iteration_update=ReportGuidedIteration(guide, prior_weight=prior_weight, ramp_up=ramp_up),
+        iteration_update=ReportGuidedIteration(guide, prior_weight=prior_weight, prior=prior, ramp_up=ramp_up),
         **kwargs,
     )
     batches, outputs = [], []
@@ -117,6 +118,23 @@ def test_a_guided_epoch_reports_every_loss_term():
     assert all(terms["alignment"] > 0 for terms in run["terms"])
 
 
+@pytest.mark.parametrize("spread", [False, True])
+def test_a_spread_prior_is_on_the_reports_location_map_the_mass_prior_on_the_guided_map(spread):
+    guide, given, guided = guidance(), [], []
+
+    class Spy(LocationPriorLoss):
+        def forward(self, attention, *args, **kwargs):
+            given.append(attention.detach().clone())
+            return super().forward(attention, *args, **kwargs)
+
+    guide.register_forward_hook(lambda module, inputs, output: guided.append(output))
+    train(guide, prior_weight=0.5, prior=Spy(spread=spread))
+    assert len(given) == len(guided) == 2
+    for attention, output in zip(given, guided, strict=True):
+        expected = output.location if spread else output.map
+        torch.testing.assert_close(attention, expected.detach().float())
+
+
 def test_the_ramp_up_starts_the_alignment_and_prior_at_zero_and_brings_them_in_linearly():
     # two iterations in one epoch, ramp over the whole run: factor 0 at the first iteration, 1/2 at the second
     run = train(guidance(), prior_weight=0.5, ramp_up=1.0)
@@ -134,7 +152,7 @@ def test_the_guidance_trains_with_the_localiser():
     before = state(guide)
     run = train(guide)
     after = state(guide)
-    for part in ("report_encoder.embedding.weight", "projection.weight", "relevance.weight", "classifier.weight"):
+    for part in ("report_encoder.embedding.weight", "projection.weight", "relevance.weight", "position.0.weight"):
         assert not torch.equal(before[part], after[part]), part
     assert not torch.equal(state(run["untrained"])["queries"], state(run["network"])["queries"])
 
@@ -194,7 +212,7 @@ class FakeLocalizer(nn.Module):
         if not with_maps:
             return logits
         maps = self.heat.expand(len(image), len(REPORT_ATTRIBUTES), *GRID)
-        return LocalizerOutputs(logits, maps, torch.zeros(len(image), GRID[0] * GRID[1], 1))
+        return LocalizerOutputs(logits, maps, torch.zeros(len(image), GRID[0] * GRID[1], 1), maps.log())
 
 
 def films() -> DataLoader:

@@ -183,6 +183,25 @@ def test_location_prior_loss_excludes_reports_without_a_stated_place():
         LocationPriorLoss(attributes=("left", "right"))
 
 
+def test_a_spread_prior_wants_the_whole_named_region_and_nothing_else():
+    """KL(uniform over the allowed cells || map): 0 for a map spread evenly over the patient's right lower zone (the
+    image's bottom-left cells (0, 2) and (1, 2) on a 4 x 3 grid), large for one collapsed onto one of them; a
+    report naming no place allows the whole grid."""
+    spread = LocationPriorLoss(spread=True)
+    right_lower = attributes(right=1, lower=1)
+    even = torch.zeros(1, 4, 3)
+    even[0, 0, 2] = even[0, 1, 2] = 0.5
+    assert spread(even, right_lower, torch.ones(1, 7)).item() == pytest.approx(0.0, abs=1e-6)
+    collapsed = torch.zeros(1, 4, 3)
+    collapsed[0, 0, 2] = 1.0
+    expected = -math.log(2) - (math.log(1.0) + math.log(1e-6)) / 2
+    assert spread(collapsed, right_lower, torch.ones(1, 7)).item() == pytest.approx(expected, rel=1e-5)
+    assert LocationPriorLoss()(collapsed, right_lower, torch.ones(1, 7)).item() == 0.0  # the mass form: no cost
+    # no place named (here: opacity absent): the whole grid is allowed, a uniform map costs nothing
+    uniform = torch.full((1, 4, 3), 1 / 12)
+    assert spread(uniform, attributes(opacity=0), torch.ones(1, 7)).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_without_a_mask_a_negative_target_marks_not_mentioned():
     logits = torch.tensor([[0.3, -1.2, 2.0]])
     label = torch.tensor([[1.0, -1.0, 0.0]])

@@ -30,7 +30,7 @@ REPORTS = [
 def localizer(seed: int = 0) -> AttributeLocalizer:
     torch.manual_seed(seed)
     encoder = region_encoder("densenet", 1, init_features=4, growth_rate=4, block_config=(1, 1))
-    return AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=DIM, num_heads=2)
+    return AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=DIM)
 
 
 def report_encoder(seed: int = 0, max_length: int = MAX_LENGTH, depth: int = 1) -> TransformerReportEncoder:
@@ -42,7 +42,7 @@ def report_encoder(seed: int = 0, max_length: int = MAX_LENGTH, depth: int = 1) 
 def guidance(seed: int = 0) -> ReportGuidance:
     encoder = report_encoder(seed)
     torch.manual_seed(seed)
-    return ReportGuidance(encoder, TEXT_DIM, DIM, len(REPORT_ATTRIBUTES), num_heads=2)
+    return ReportGuidance(encoder, TEXT_DIM, DIM, num_heads=2)
 
 
 def films(*shape: int) -> torch.Tensor:
@@ -61,6 +61,19 @@ def test_the_localiser_gives_attribute_logits_and_a_map_per_attribute():
     assert (out.maps >= 0).all()
     torch.testing.assert_close(out.maps.sum(dim=(2, 3)), torch.ones(2, 7))
     assert out.regions.shape == (2, (32 // STRIDE) ** 2, DIM)
+    assert out.evidence.shape == out.maps.shape
+
+
+def test_a_logit_is_the_evidence_its_map_points_at():
+    # the map is the softmax of the regions' scores and the logit their map-weighted mean: a soft maximum, so a
+    # film is called positive only through the regions its map puts weight on
+    net = localizer().eval()
+    with torch.no_grad():
+        out = net(films(3, 1, 32, 32), with_maps=True)
+    evidence = out.evidence.flatten(2)
+    torch.testing.assert_close(out.maps.flatten(2), evidence.softmax(-1))
+    torch.testing.assert_close(out.logits, (out.maps.flatten(2) * evidence).sum(-1))
+    assert (out.logits >= evidence.mean(-1) - 1e-6).all() and (out.logits <= evidence.amax(-1) + 1e-6).all()
 
 
 def test_the_map_grid_follows_a_non_square_film_x_first():
@@ -68,7 +81,7 @@ def test_the_map_grid_follows_a_non_square_film_x_first():
     image = films(2, 1, 64, 96)
     with torch.no_grad():
         out = net(image, with_maps=True)
-        grid = net.projection(net.encoder(image))
+        grid = torch.relu(net.projection(net.encoder(image)))
     width, height = 64 // STRIDE, 96 // STRIDE
     assert out.maps.shape == (2, 7, width, height)
     torch.testing.assert_close(out.maps.sum(dim=(2, 3)), torch.ones(2, 7))
@@ -77,12 +90,12 @@ def test_the_map_grid_follows_a_non_square_film_x_first():
     torch.testing.assert_close(out.regions[:, 3 * height + 5], grid[:, :, 3, 5])
 
 
-def test_the_localiser_refuses_no_attributes_and_indivisible_heads():
+def test_the_localiser_refuses_no_attributes_and_a_bad_dropout():
     encoder = region_encoder("densenet", 1, init_features=4, growth_rate=4, block_config=(1, 1))
     with pytest.raises(ValueError, match="attribute"):
         AttributeLocalizer(encoder.module, encoder.channels, [], dim=DIM)
-    with pytest.raises(ValueError, match="divisible"):
-        AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="dropout"):
+        AttributeLocalizer(encoder.module, encoder.channels, REPORT_ATTRIBUTES, dim=DIM, dropout=1.0)
 
 
 def test_the_guidance_gives_a_text_map_on_the_grid_and_token_weights_over_real_tokens():
@@ -90,11 +103,18 @@ def test_the_guidance_gives_a_text_map_on_the_grid_and_token_weights_over_real_t
     texts = [REPORTS[0], REPORTS[1]]
     with torch.no_grad():
         out = net(films(2, 1, 64, 96), with_maps=True)
-        guided = guide(texts, out.regions, out.maps.shape[2:])
+        guided = guide(texts, out.regions, out.evidence)
     assert guided.logits.shape == (2, 7)
     assert guided.map.shape == (2, 64 // STRIDE, 96 // STRIDE)
     assert (guided.map >= 0).all()
     torch.testing.assert_close(guided.map.sum(dim=(1, 2)), torch.ones(2))
+    assert guided.location.shape == guided.map.shape
+    torch.testing.assert_close(guided.location.sum(dim=(1, 2)), torch.ones(2))
+    # softmax(opacity evidence + log location): the image's opacity map re-weighted by where the report points
+    reweighted = out.maps[:, 0] * guided.location
+    torch.testing.assert_close(guided.map, reweighted / reweighted.sum(dim=(1, 2), keepdim=True))
+    # the text-path logits pool every attribute's evidence with the text-guided map
+    torch.testing.assert_close(guided.logits, torch.einsum("bwh,bawh->ba", guided.map, out.evidence))
     assert guided.weights.shape == (2, MAX_LENGTH)
     torch.testing.assert_close(guided.weights.sum(dim=1), torch.ones(2))
     # <cls> and the words carry weight, the padding none: report 1 has 4 words ("the lungs are clear")
@@ -107,15 +127,13 @@ def test_the_guidance_gives_a_text_map_on_the_grid_and_token_weights_over_real_t
 def test_gradient_reaches_the_localiser_encoder_through_the_guidance(through):
     net, guide = localizer(), guidance()
     out = net(films(2, 1, 32, 32), with_maps=True)
-    guided = guide(REPORTS[:2], out.regions, out.maps.shape[2:])
+    guided = guide(REPORTS[:2], out.regions, out.evidence)
     # a map sums to 1, so only a weighted sum of it has a gradient
     weights = torch.randn(guided.map.shape, generator=torch.Generator().manual_seed(3))
     loss = (guided.map * weights).sum() if through == "map" else guided.logits.sum()
     loss.backward()
-    for module in (net.encoder, net.projection, guide.report_encoder):
+    for module in (net.encoder, net.projection, guide.report_encoder, guide.position, guide.attention):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), module
-    # the image-only path (queries and their classifier) is not what this loss trains
-    assert net.queries.grad is None and net.weight.grad is None
 
 
 def test_a_reports_features_do_not_depend_on_the_batch_or_the_padding():
@@ -165,3 +183,13 @@ def test_a_hugging_face_encoder_directory_that_is_missing_is_refused(tmp_path):
 def test_a_hugging_face_encoder_without_transformers_says_to_install_it(tmp_path):
     with pytest.raises(InputError, match="pip install transformers"):
         HuggingFaceReportEncoder(tmp_path)
+
+
+def test_grid_positions_are_cell_centres_in_region_order_x_first():
+    from medguide.networks.xattn import grid_positions
+
+    positions = grid_positions((2, 3))
+    assert positions.shape == (6, 2)
+    # region n is cell (n // h, n % h): region 5 is x = 1 of 2, y = 2 of 3, the last cell
+    torch.testing.assert_close(positions[5], torch.tensor([0.5, 2 / 3]))
+    torch.testing.assert_close(positions[0], torch.tensor([-0.5, -2 / 3]))
