@@ -11,20 +11,26 @@ One folder per case (or, as in some tutorials, all files directly in ``dataset_d
   (``Flair_subtrMeanDivStd.nii.gz``, ``T1c_subtrMeanDivStd.nii.gz``, ``OTMultiClass.nii.gz``); their labels are
   0, 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
 
-:func:`make_brats_dataset` writes a seeded synthetic set in the 2021 or 2023 naming: a smoothly deformed brain
-ellipsoid with ventricles; a tumour made of a necrotic centre (label 1) inside an enhancing rim (label 4, or 3 in the
-2023 naming), inside a wider irregular oedema (label 2). Each sequence shows a different part of it:
+:func:`make_brats_dataset` writes a seeded synthetic set in the 2021 or 2023 naming (:func:`brats_synthetic_case`): a
+deformed brain with white matter, a grey cortical ribbon and deep nuclei, ventricles and thin enhancing vessels; one
+to three lesions, each an irregular core whose enhancing part (label 4, or 3 in the 2023 naming) is a rim of varying
+thickness, part of a rim, a few nodules or nearly all of it, the rest necrotic or non-enhancing core (label 1),
+inside oedema (label 2) of varying extent. Intensities relative to white matter (per-lesion ranges in brackets; each
+case also varies them by ~3%, and the tumour is heterogeneous by ~6%), set so that each sequence alone supports
+about what it does on real BraTS:
 
-============  =====  =======  ====  ========  ===========================================
-modality      brain  oedema   rim   necrosis  what it shows
-============  =====  =======  ====  ========  ===========================================
-T1            1.0    0.94     0.92  0.86      little contrast anywhere
-T1ce          1.0    0.99     1.9   0.55      the enhancing rim and the core; not oedema
-T2            1.0    1.65     1.55  1.9       oedema + core bright, but so are ventricles
-FLAIR         1.0    1.8      1.7   0.9       the oedema boundary; rim ~ oedema
-============  =====  =======  ====  ========  ===========================================
+========  ====  ====  ======  ===========  ===========  ===========  =============================================
+sequence  GM    CSF   vessel  oedema      core (NCR)   enhancing    what it shows alone
+========  ====  ====  ======  ===========  ===========  ===========  =============================================
+T1        0.82  0.35  0.9     (0.7-0.86)   0.58         0.84         a little of everything: oedema ~ grey matter
+T1ce      0.84  0.38  1.7     0.82         0.58         (1.35-2.1)   enhancing tumour and core; vessels enhance too
+T2        1.25  2.4   0.8     (1.5-1.95)   2.1          1.45         whole tumour; CSF brighter still
+FLAIR     1.12  0.35  0.9     (1.4-1.9)    (1.1-1.6)    1.5          whole tumour best; core only faintly
+========  ====  ====  ======  ===========  ===========  ===========  =============================================
 
-Each case also gets a smooth bias field per sequence, grey/white matter texture, its own scale and noise.
+Each sequence of a case also gets its own noise, mild bias field, intensity scale, and, drawn independently per
+sequence, acquisition faults (:mod:`medguide.data.faults`: strong bias 25%, blurred 15%, ghosted 15% or noisy 15%
+slab, missing 8% or corrupted 8% slab), so which sequence to trust changes from case to case and place to place.
 """
 
 from __future__ import annotations
@@ -35,12 +41,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
+from medguide.data.faults import apply_faults, draw_faults
 from medguide.data.files import NIFTI_SUFFIXES, image_stem, name_list, visible
 from medguide.data.modalities import check_modalities
-from medguide.data.synthetic import Shape, brain_and_ventricles, render, save_nifti, smooth_field, unit_grid
+from medguide.data.synthetic import (
+    Shape,
+    SyntheticCase,
+    blob,
+    brain_and_ventricles,
+    case_settings,
+    render,
+    save_nifti,
+    smooth_field,
+    unit_grid,
+)
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -49,6 +67,7 @@ __all__ = [
     "brats_label_map",
     "brats_label_values",
     "brats_output_labels",
+    "brats_synthetic_case",
     "make_brats_dataset",
 ]
 
@@ -79,16 +98,28 @@ _LABEL_VALUES = {"2021": (0, 1, 2, 4), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 3
 # non-enhancing tumour (3) into the necrotic core (1)
 _CLASSES = {"2021": (0, 1, 2, 3), "2023": (0, 1, 2, 3), "2015": (0, 1, 2, 1, 3)}
 
-# Synthetic cases: tissue indices and their relative intensity per modality (table in the module docstring).
-_BRAIN, _CSF, _OEDEMA, _RIM, _NECROSIS = range(1, 6)
+# Synthetic cases: tissue indices and their intensity per sequence relative to white matter (module docstring).
+_WM, _GM, _CSF, _VESSEL, _OEDEMA, _NCR, _ET = range(1, 8)
 _MRI_CONTRAST = {
-    "t1": {_BRAIN: 1.0, _CSF: 0.4, _OEDEMA: 0.94, _RIM: 0.92, _NECROSIS: 0.86},
-    "t1ce": {_BRAIN: 1.0, _CSF: 0.4, _OEDEMA: 0.99, _RIM: 1.9, _NECROSIS: 0.55},
-    "t2": {_BRAIN: 1.0, _CSF: 2.0, _OEDEMA: 1.65, _RIM: 1.55, _NECROSIS: 1.9},
-    "flair": {_BRAIN: 1.0, _CSF: 0.3, _OEDEMA: 1.8, _RIM: 1.7, _NECROSIS: 0.9},
+    "t1": {_WM: 1.0, _GM: 0.82, _CSF: 0.35, _VESSEL: 0.9, _OEDEMA: 0.78, _NCR: 0.58, _ET: 0.84},
+    "t1ce": {_WM: 1.0, _GM: 0.84, _CSF: 0.38, _VESSEL: 1.7, _OEDEMA: 0.82, _NCR: 0.58, _ET: 1.7},
+    "t2": {_WM: 1.0, _GM: 1.25, _CSF: 2.4, _VESSEL: 0.8, _OEDEMA: 1.75, _NCR: 2.1, _ET: 1.45},
+    "flair": {_WM: 1.0, _GM: 1.12, _CSF: 0.35, _VESSEL: 0.9, _OEDEMA: 1.65, _NCR: 1.35, _ET: 1.5},
 }
+# Drawn per lesion instead of the table's value: how strongly it enhances, how bright its oedema and core are.
+_TUMOUR_TISSUE = {"oedema": _OEDEMA, "ncr": _NCR, "et": _ET}
+_LESION_RANGE = {
+    ("t1", "oedema"): (0.7, 0.86),
+    ("t1ce", "et"): (1.35, 2.1),
+    ("t2", "oedema"): (1.5, 1.95),
+    ("flair", "oedema"): (1.4, 1.9),
+    ("flair", "ncr"): (1.1, 1.6),
+}
+_PATTERNS, _PATTERN_P = ("rim", "partial", "nodular", "solid"), (0.4, 0.25, 0.15, 0.2)
 # Grey/white matter texture: white matter is brighter on T1-weighted and darker on T2-weighted images.
 _TEXTURE_SIGN = {"t1": 1.0, "t1ce": 1.0, "t2": -1.0, "flair": -1.0}
+# Probability of each acquisition fault per sequence of a case (medguide.data.faults), drawn independently.
+_MRI_FAULT_RATES = {"bias": 0.25, "blur": 0.15, "ghosting": 0.15, "noise": 0.15, "missing": 0.08, "corrupted": 0.08}
 
 
 def brats_label_values(naming: str) -> tuple[int, ...]:
@@ -296,68 +327,207 @@ def brats_datalist(
     return items
 
 
-def _brats_case(rng: np.random.Generator, shape: Shape) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """({modality: image}, label with ET = 4) of one synthetic BraTS case (tissues in the module docstring)."""
+def _voxel(shape: Shape) -> float:
+    """The largest voxel edge in :func:`medguide.data.synthetic.unit_grid` units."""
+    return 2.0 / (min(shape) - 1)
+
+
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """Distance (unit-grid units) of each voxel of ``mask`` to the nearest voxel outside it; 0 outside."""
+    return ndimage.distance_transform_edt(mask, sampling=[2.0 / (n - 1) for n in mask.shape])
+
+
+def _pick(rng: np.random.Generator, grid: np.ndarray, where: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Unit-grid position of a random voxel of ``where`` (of ``fallback`` when ``where`` is empty)."""
+    voxels = np.argwhere(where if where.any() else fallback)
+    return grid[(slice(None), *voxels[rng.integers(len(voxels))])]
+
+
+def _ball(grid: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    return ((grid - np.reshape(centre, (3, 1, 1, 1))) ** 2).sum(0) <= radius**2
+
+
+def _enhancing(
+    rng: np.random.Generator, grid: np.ndarray, core: np.ndarray, pattern: str, thickness: float
+) -> np.ndarray:
+    """The enhancing part of one lesion's core for its ``pattern`` (see :func:`brats_synthetic_case`)."""
+    shape = core.shape
+    depth = _depth(core)
+    voxel = _voxel(shape)
+    local = np.maximum(thickness * (1 + 0.35 * smooth_field(rng, shape, 0.06)), voxel)
+    rim = core & (depth <= local)
+    if pattern == "rim":
+        return rim
+    if pattern == "partial":
+        # a wall that enhances over only part of its circumference
+        field = smooth_field(rng, shape, 0.1)
+        cut = np.quantile(field[rim], 1 - rng.uniform(0.3, 0.7)) if rim.any() else 0.0
+        return rim & (field > cut)
+    if pattern == "nodular":
+        nodules = np.zeros(shape, bool)
+        for _ in range(int(rng.integers(1, 5))):
+            centre = _pick(rng, grid, core & (depth <= 2 * local), core)
+            nodules |= _ball(grid, centre, max(rng.uniform(0.04, 0.09), 1.5 * voxel))
+        return core & nodules
+    # solid: enhancing throughout but for a small centre
+    return core & (depth <= max(thickness, rng.uniform(0.5, 0.85) * depth.max()))
+
+
+def _brats_tissue(rng: np.random.Generator, shape: Shape) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(tissue index map, lesion number per voxel (0 outside lesions), lesion descriptions) of one head."""
     grid = unit_grid(shape)
+    voxel = _voxel(shape)
     brain, ventricles = brain_and_ventricles(rng, grid)
-
-    # The tumour core is a sum of gaussians: its top is necrosis, the rest enhancing rim; oedema is a wider,
-    # rougher version of the same field.
-    centre = rng.uniform(-0.3, 0.3, 3)
-    core_field = np.zeros(shape)
-    oedema_field = np.zeros(shape)
+    brain_depth = _depth(brain)
+    cortex = brain & (brain_depth < rng.uniform(0.04, 0.07) * (1 + 0.3 * smooth_field(rng, shape, 0.05)))
+    nuclei = np.zeros(shape, bool)
+    for side in (-1, 1):
+        nuclei |= blob(rng, grid, (0.22 * side, 0.0, -0.05), (0.09, 0.13, 0.1), 0.1)
+    tissue = np.where(brain, _WM, 0)
+    tissue[brain & (cortex | nuclei)] = _GM
+    tissue[brain & ventricles] = _CSF
     for _ in range(int(rng.integers(3, 6))):
-        c = np.reshape(centre + rng.uniform(-0.1, 0.1, 3), (3, 1, 1, 1))
-        sigma = rng.uniform(0.14, 0.19)
-        dist2 = ((grid - c) ** 2).sum(0)
-        core_field += np.exp(-dist2 / (2 * sigma**2))
-        oedema_field += np.exp(-dist2 / (2 * (2.0 * sigma) ** 2))
-    core_field /= core_field.max()
-    oedema_field = oedema_field / oedema_field.max() + 0.12 * smooth_field(rng, shape, 0.06)
-    core = core_field > 0.35
-    necrosis = core_field > rng.uniform(0.6, 0.7)
-    oedema = oedema_field > 0.55
+        # normal enhancing structures (vessels, choroid plexus): bright on T1ce outside the tumour too
+        start, direction = _pick(rng, grid, brain, brain), rng.normal(size=3)
+        rel = grid - np.reshape(start, (3, 1, 1, 1))
+        along = np.tensordot(direction / np.linalg.norm(direction), rel, axes=1)
+        tube = ((rel**2).sum(0) - along**2 < max(0.02, 0.6 * voxel) ** 2) & (np.abs(along) < rng.uniform(0.15, 0.4))
+        tissue[brain & tube] = _VESSEL
 
-    tissue = np.where(brain, _BRAIN, 0)
-    tissue[ventricles & brain] = _CSF
-    tissue[oedema & brain] = _OEDEMA
-    tissue[core & brain] = _RIM
-    tissue[necrosis & brain] = _NECROSIS
+    lesion = np.zeros(shape, np.uint8)
+    lesions = []
+    count = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
+    for k in range(count):
+        radius = max(rng.uniform(0.14, 0.3) if k == 0 else rng.uniform(0.06, 0.14), 2 * voxel)
+        centre = _pick(rng, grid, brain_depth > radius, brain)
+        core = brain & blob(rng, grid, centre, radius * rng.uniform(0.75, 1.25, 3), rng.uniform(0.1, 0.3))
+        if not core.any():
+            core = brain & _ball(grid, centre, 2 * voxel)
+        pattern = str(rng.choice(_PATTERNS, p=_PATTERN_P))
+        thickness = rng.uniform(0.025, 0.11)
+        enhancing = _enhancing(rng, grid, core, pattern, thickness)
+        margin = rng.uniform(0.06, 0.35) * (1 + 0.5 * smooth_field(rng, shape, 0.08))
+        # vasogenic oedema spreads in white matter and spares the cortex and the ventricles
+        oedema = brain & ~core & ~ventricles & ~cortex & (_depth(~core) < np.maximum(margin, voxel))
+        if not oedema.any():
+            oedema = brain & ~core & ndimage.binary_dilation(core)
+        tissue[oedema & (tissue < _OEDEMA)] = _OEDEMA
+        tissue[core] = _NCR
+        tissue[enhancing] = _ET
+        lesion[oedema | core] = k + 1
+        lesions.append(
+            {
+                "pattern": pattern,
+                "radius": float(radius),
+                "rim_thickness": float(thickness),
+                "oedema_margin": float(np.mean(margin)),
+            }
+        )
+    # every case carries every label, however small its grid
+    if not (tissue == _ET).any():
+        tissue[np.unravel_index(np.argmax(np.where(tissue == _NCR, 1.0, 0.0)), shape)] = _ET
+    if not (tissue == _NCR).any():
+        et = tissue == _ET
+        tissue[np.unravel_index(np.argmax(_depth(et)), shape)] = _NCR
+    return tissue, lesion, lesions
+
+
+def brats_synthetic_case(
+    shape: Shape = (48, 48, 48), seed: int = 0, index: int = 0, fault_rate: float = 1.0
+) -> SyntheticCase:
+    """One synthetic BraTS case, as :func:`make_brats_dataset` writes it, with what was drawn for it.
+
+    The head: a deformed brain ellipsoid filling ~80-90% of every axis of ``shape`` (so the grid, not a fixed size,
+    sets how many patches it spans), white matter, a grey cortical ribbon and deep nuclei, lateral ventricles and
+    thin enhancing vessels. One to three lesions (70% one), each an irregular core of radius 0.14-0.3 of the
+    half-width (satellites 0.06-0.14) with an enhancement ``pattern`` drawn per lesion - ``"rim"`` (a wall 0.025-0.11
+    half-widths thick, thickness varying along it, around necrosis), ``"partial"`` (that wall over 30-70% of it),
+    ``"nodular"`` (1-4 enhancing nodules, the rest non-enhancing core) or ``"solid"`` - and oedema reaching 0.06-0.35
+    half-widths out in white matter. Contrast (module docstring table) varies per case and per lesion, and each
+    sequence gets its own noise, mild bias, intensity scale and :mod:`medguide.data.faults`.
+
+    Args:
+        shape: voxel grid (each axis at least 16).
+        seed: data set seed; with ``index``, the same pair gives the same case.
+        index: case number within the set.
+        fault_rate: multiplies every fault probability (0: clean images; 1: the default rates; probabilities are
+            capped at 1).
+
+    Returns:
+        :class:`medguide.data.synthetic.SyntheticCase`: int16 images (>= 0, 0 outside the brain) of the four
+        sequences, the uint8 label (0, 1 NCR, 2 ED, 4 ET, every value present), faults per sequence, lesions.
+
+    Raises:
+        ValueError: an axis under 4 voxels, or a negative ``fault_rate``.
+    """
+    shape, rates = case_settings(shape, fault_rate, _MRI_FAULT_RATES)
+    rng = np.random.default_rng([seed, index])
+    tissue, lesion, lesions = _brats_tissue(rng, shape)
     label = np.zeros(shape, np.uint8)
     label[tissue == _OEDEMA] = 2
-    label[tissue == _RIM] = 4
-    label[tissue == _NECROSIS] = 1
+    label[tissue == _NCR] = 1
+    label[tissue == _ET] = 4
+    brain = tissue > 0
 
     texture = smooth_field(rng, shape, 0.04)
-    images = {}
-    for modality, contrast in _MRI_CONTRAST.items():
-        bias = np.exp(0.12 * smooth_field(rng, shape, 0.25))
-        relative = render(tissue, contrast, blur=0.6) * (1 + 0.05 * _TEXTURE_SIGN[modality] * texture)
-        relative = (relative + rng.uniform(-0.05, 0.05)) * bias
-        relative += rng.uniform(0.07, 0.12) * rng.standard_normal(shape)
-        image = np.clip(relative * rng.uniform(300.0, 1200.0), 0, None) * brain
+    heterogeneity = 1 + 0.06 * smooth_field(rng, shape, 0.03)
+    lesion_values = {key: rng.uniform(*span, len(lesions)) for key, span in _LESION_RANGE.items()}
+    for k, description in enumerate(lesions):
+        description.update({f"{m}_{name}": float(v[k]) for (m, name), v in lesion_values.items()})
+    images, faults = {}, {}
+    for modality, image_rng in zip(BRATS_MODALITIES, rng.spawn(len(BRATS_MODALITIES)), strict=True):
+        values: dict[int, float | np.ndarray] = {
+            t: v * (1 + 0.03 * image_rng.standard_normal()) for t, v in _MRI_CONTRAST[modality].items()
+        }
+        for (m, name), drawn in lesion_values.items():
+            if m == modality:
+                tumour_tissue = _TUMOUR_TISSUE[name]
+                values[tumour_tissue] = np.concatenate([[values[tumour_tissue]], drawn])[lesion]
+        for t in (_OEDEMA, _NCR, _ET):
+            values[t] = values[t] * heterogeneity
+        relative = render(tissue, values, blur=0.6) * (1 + 0.04 * _TEXTURE_SIGN[modality] * texture)
+        relative = (relative + image_rng.uniform(-0.05, 0.05)) * np.exp(0.08 * smooth_field(image_rng, shape, 0.25))
+        relative += image_rng.uniform(0.05, 0.09) * image_rng.standard_normal(shape)
+        scale = image_rng.uniform(300.0, 1200.0)
+        # faults draw last, so that a case with and without them differs only where they are
+        faults[modality] = draw_faults(image_rng, shape, rates)
+        relative = apply_faults(relative, faults[modality], image_rng)
+        image = np.clip(relative * scale, 0, None) * brain
         images[modality] = np.round(image).astype(np.int16)
-    return images, label
+    shifts = {m: (0.0, 0.0, 0.0) for m in BRATS_MODALITIES}
+    return SyntheticCase(images, label, faults, tuple(lesions), shifts)
 
 
 def make_brats_dataset(
-    out_dir: str | Path, num_cases: int = 6, shape: Shape = (48, 48, 48), naming: str = "2021", seed: int = 0
+    out_dir: str | Path,
+    num_cases: int = 6,
+    shape: Shape = (48, 48, 48),
+    naming: str = "2021",
+    seed: int = 0,
+    fault_rate: float = 1.0,
 ) -> Path:
     """Write a synthetic BraTS data set in the challenge's folder layout.
 
     ``out_dir/<case>/<case>_t1.nii.gz ... _seg.nii.gz`` (``BraTS2021_00000``) for ``naming="2021"`` (ET = 4), or
     ``out_dir/<case>/<case>-t1n.nii.gz ... -seg.nii.gz`` (``BraTS-GLI-00000-000``) for ``"2023"`` (ET = 3).
-    Images are int16 on a 1 mm grid oriented as BraTS's (LPS voxel axes), labels uint8.
+    Images are int16 on a 1 mm grid oriented as BraTS's (LPS voxel axes), labels uint8. Each case is
+    :func:`brats_synthetic_case` ``(shape, seed, index)``; the brain fills ~80-90% of each axis of ``shape``, so
+    pick ``shape`` larger than the training patch (by ~1.2-1.5x, as real BraTS brains are against a 128^3 patch)
+    for cropping, foreground sampling and the sliding window to matter.
 
     Args:
         out_dir: folder to write into (created).
         num_cases: number of cases.
-        shape: voxel grid of every case.
+        shape: voxel grid of every case (each axis at least 16).
         naming: ``"2021"`` or ``"2023"``.
         seed: random seed; the same seed writes the same files.
+        fault_rate: multiplies the probability of every acquisition fault (0 for clean images).
 
     Returns:
         ``out_dir`` as a path, ready for :func:`medguide.data.brats_datalist`.
+
+    Raises:
+        ValueError: an unknown ``naming``, an axis under 4 voxels or a negative ``fault_rate``.
     """
     if naming not in _SUFFIXES:
         raise ValueError(f"naming must be one of {sorted(_SUFFIXES)}, got {naming!r}")
@@ -368,7 +538,7 @@ def make_brats_dataset(
     suffixes = _SUFFIXES[naming]
     for index in range(num_cases):
         case = f"BraTS2021_{index:05d}" if naming == "2021" else f"BraTS-GLI-{index:05d}-000"
-        images, label = _brats_case(np.random.default_rng([seed, index]), shape)
+        images, label, *_ = brats_synthetic_case(shape, seed, index, fault_rate)
         label[label == 4] = brats_label_values(naming)[-1]  # ET
         for modality, image in images.items():
             save_nifti(image, affine, out_dir / case / f"{case}{suffixes[modality]}.nii.gz")

@@ -18,10 +18,11 @@ Inference layout (``dicom_series_datalist``), one folder per case::
     dataset_dir/<case>/*.dcm       or: DICOM files directly in the case folder = a single-phase case
 
 :func:`make_liver_dataset` writes a seeded synthetic set in the Decathlon layout: a body with fat, soft tissue, spine
-and aorta; a large irregular liver (label 1) with portal vessels and 1-3 tumours (label 2). Arterial: liver 60-80 HU,
-close to the surrounding soft tissue (50-65 HU, the low-contrast liver boundary), tumours hyper-enhancing
-(120-150 HU). Venous: liver 100-120 HU (clear boundary), tumours washed out (65-95 HU, some nearly iso-dense),
-vessels bright.
+and aorta; a large irregular liver (label 1) with portal vessels and 1-4 tumours (label 2). Arterial: liver 60-80 HU,
+close to the surrounding soft tissue (50-65 HU, the low-contrast liver boundary). Venous: liver 100-120 HU (clear
+boundary), vessels bright. Each tumour enhances in its own way (hyper-enhancing with washout, hyper without washout,
+iso in the arterial phase, hypovascular, rim-enhancing; :func:`liver_synthetic_case`), so neither phase alone shows
+every tumour; the phases are misregistered by a small shift and each has its own acquisition faults.
 """
 
 from __future__ import annotations
@@ -36,15 +37,25 @@ from scipy import ndimage
 
 from medguide.data.checks import CaseList
 from medguide.data.errors import InvalidCaseError, MissingInputError, flag
+from medguide.data.faults import apply_faults, draw_faults
 from medguide.data.files import NIFTI_SUFFIXES, image_stem, visible
 from medguide.data.modalities import check_modalities
-from medguide.data.synthetic import Shape, blob, render, save_nifti, smooth_field, unit_grid
+from medguide.data.synthetic import (
+    Shape,
+    SyntheticCase,
+    blob,
+    case_settings,
+    render,
+    save_nifti,
+    smooth_field,
+    unit_grid,
+)
 
-__all__ = ["decathlon_datalist", "dicom_series_datalist", "make_liver_dataset"]
+__all__ = ["decathlon_datalist", "dicom_series_datalist", "liver_synthetic_case", "make_liver_dataset"]
 
 # Synthetic CT tissue indices; tumours take indices from _TUMOUR up, one per tumour.
 _FAT, _SOFT, _BONE, _AORTA, _LIVER, _VESSEL, _TUMOUR = range(1, 8)
-# Per phase: HU range (low, high) drawn per case; tumours per tumour.
+# Per phase: HU range (low, high) drawn per case; tumours take their HU from the liver's (_TUMOUR_KINDS_HU).
 _CT_HU = {
     "arterial": {
         _FAT: (-110, -90),
@@ -53,7 +64,6 @@ _CT_HU = {
         _AORTA: (220, 300),
         _LIVER: (60, 80),
         _VESSEL: (90, 110),
-        _TUMOUR: (120, 150),
     },
     "venous": {
         _FAT: (-110, -90),
@@ -62,9 +72,20 @@ _CT_HU = {
         _AORTA: (140, 170),
         _LIVER: (100, 120),
         _VESSEL: (150, 190),
-        _TUMOUR: (65, 95),
     },
 }
+# Enhancement of a tumour relative to its case's liver, HU per phase, by kind (table in liver_synthetic_case), and
+# how often each kind occurs.
+_TUMOUR_KINDS_HU = {
+    "hypervascular": {"arterial": (40, 90), "venous": (-35, -10)},
+    "venous_iso": {"arterial": (30, 70), "venous": (-8, 8)},
+    "arterial_iso": {"arterial": (-8, 8), "venous": (-40, -20)},
+    "hypovascular": {"arterial": (-35, -10), "venous": (-45, -20)},
+    "rim": {"arterial": (-30, -10), "venous": (-35, -15)},
+}
+_TUMOUR_KINDS = {"hypervascular": 0.35, "venous_iso": 0.15, "arterial_iso": 0.15, "hypovascular": 0.2, "rim": 0.15}
+# Probability of each acquisition fault per phase of a case (medguide.data.faults), drawn independently.
+_CT_FAULT_RATES = {"blur": 0.15, "ghosting": 0.1, "noise": 0.2, "missing": 0.05, "corrupted": 0.1}
 
 
 def _resolve(dataset_dir: Path, path: str) -> str:
@@ -188,10 +209,8 @@ def dicom_series_datalist(
     return items
 
 
-def _liver_case(
-    rng: np.random.Generator, shape: Shape, phases: Sequence[str]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """({phase: HU image}, label 0/1/2) of one synthetic multi-phase liver CT case."""
+def _liver_tissue(rng: np.random.Generator, shape: Shape) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(tissue map, label 0/1/2, tumour descriptions) of one abdomen; tumour k has tissue index ``_TUMOUR + k``."""
     grid = unit_grid(shape)
     x, y = grid[0], grid[1]
     outline = smooth_field(rng, shape, 0.1)
@@ -202,40 +221,122 @@ def _liver_case(
     tissue[inner & (smooth_field(rng, shape, 0.06) < 1.0)] = _SOFT
     tissue[((x / 0.12) ** 2 + ((y - 0.5) / 0.1) ** 2) < 1.0] = _BONE
     tissue[((x - 0.1) ** 2 + (y - 0.28) ** 2) < 0.07**2] = _AORTA
-    liver = inner & blob(rng, grid, (-0.35, -0.05, 0.0), rng.uniform([0.35, 0.35, 0.6], [0.42, 0.45, 0.8]), 0.1)
+    # the liver spans about half the abdomen's width and most of the scanned length, as on a real abdominal CT
+    radii = rng.uniform([0.45, 0.36, 0.55], [0.55, 0.46, 0.8])
+    liver = inner & blob(rng, grid, (-0.3, -0.05, rng.uniform(-0.1, 0.1)), radii, 0.1)
     tissue[liver] = _LIVER
-    for _ in range(3):
-        # Portal vessels: straight tubes through the liver.
-        start, direction = rng.uniform(-0.4, 0.2, 3), rng.normal(size=3)
+    voxel = 2.0 / (min(shape) - 1)
+    for _ in range(int(rng.integers(3, 6))):
+        # Portal and hepatic vessels: straight tubes through the liver.
+        start, direction = rng.uniform(-0.5, 0.2, 3), rng.normal(size=3)
         direction /= np.linalg.norm(direction)
         rel = grid - np.reshape(start, (3, 1, 1, 1))
         along = np.tensordot(direction, rel, axes=1)
         dist2 = (rel**2).sum(0) - along**2
-        tissue[liver & (dist2 < 0.035**2)] = _VESSEL
+        tissue[liver & (dist2 < max(0.03, 0.6 * voxel) ** 2)] = _VESSEL
     label = np.where(liver, 1, 0).astype(np.uint8)
 
     depth = ndimage.distance_transform_edt(liver, sampling=[2.0 / n for n in shape])
-    candidates = np.argwhere(depth > 0.15)
+    candidates = np.argwhere(depth > 0.12)
     if not len(candidates):
         candidates = np.argwhere(depth >= depth.max())
-    num_tumours = int(rng.integers(1, 4))
-    for k in range(num_tumours):
+    tumours = []
+    for k in range(int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1]))):
         centre = grid[(slice(None), *candidates[rng.integers(len(candidates))])]
-        tumour = liver & blob(rng, grid, centre, rng.uniform(0.12, 0.2, 3), 0.1)
+        radius = max(rng.uniform(0.08, 0.24), 2 * voxel)
+        tumour = liver & blob(rng, grid, centre, radius * rng.uniform(0.8, 1.2, 3), 0.1)
+        if not tumour.any():
+            tumour = liver & (((grid - np.reshape(centre, (3, 1, 1, 1))) ** 2).sum(0) <= (2 * voxel) ** 2)
         tissue[tumour] = _TUMOUR + k
         label[tumour] = 2
+        kind = str(rng.choice(list(_TUMOUR_KINDS), p=list(_TUMOUR_KINDS.values())))
+        tumours.append({"kind": kind, "radius": float(radius)})
+    if not (label == 2).any():
+        label[tuple(candidates[0])] = 2
+        tissue[tuple(candidates[0])] = _TUMOUR
+    return tissue, label, tumours
 
+
+def liver_synthetic_case(
+    shape: Shape = (48, 48, 48),
+    phases: Sequence[str] = ("arterial", "venous"),
+    seed: int = 0,
+    index: int = 0,
+    fault_rate: float = 1.0,
+) -> SyntheticCase:
+    """One synthetic multi-phase liver CT case, as :func:`make_liver_dataset` writes it, with what was drawn for it.
+
+    A body with fat, soft tissue, spine and aorta; a liver (label 1) spanning about half the body's width and
+    55-80% of the scanned length, with portal vessels; 1-4 tumours (label 2) of radius 0.08-0.24 of the half-width,
+    each with its own enhancement ``kind`` (HU relative to the case's liver, per phase):
+
+    =================  ==================  ===================  =========================================
+    kind               arterial            venous               imitates
+    =================  ==================  ===================  =========================================
+    ``hypervascular``  +40..+90            -10..-35 (washout)   hepatocellular carcinoma
+    ``venous_iso``     +30..+70            -8..+8               HCC without washout, adenoma
+    ``arterial_iso``   -8..+8              -20..-40             hypovascular HCC, some metastases
+    ``hypovascular``   -10..-35            -20..-45             colorectal metastasis, cyst-like
+    ``rim``            rim +30..+70,       -15..-35             metastasis with arterial rim enhancement
+                       centre -10..-30
+    =================  ==================  ===================  =========================================
+
+    Liver HU per case: arterial 60-80 (close to the surrounding soft tissue), venous 100-120; vessels bright. The
+    label is drawn on the venous phase (the first phase when there is no venous one); every other phase is
+    misregistered by a random sub-voxel to few-voxel shift (up to 2.5 voxels = 2 mm in-plane, 1.5 slices = 3.75 mm
+    along z), as breathing moves the liver between phases. Each phase gets its own
+    :mod:`medguide.data.faults` (no bias field: CT has none).
+
+    Args:
+        shape: voxel grid (each axis at least 16).
+        phases: contrast phases, each ``"arterial"`` or ``"venous"``.
+        seed: data set seed; with ``index``, the same pair gives the same case.
+        index: case number within the set.
+        fault_rate: multiplies every fault probability (0: no faults; probabilities are capped at 1).
+
+    Returns:
+        :class:`medguide.data.synthetic.SyntheticCase`: int16 HU images (-1024..3071, air -1000), the uint8 label
+        (0, 1 liver, 2 tumour, every value present), faults per phase, tumours, the shift of each phase (voxels).
+
+    Raises:
+        ValueError: an unknown phase, an axis under 4 voxels, or a negative ``fault_rate``.
+    """
+    phases = check_modalities(phases, tuple(_CT_HU), "phases")
+    shape, rates = case_settings(shape, fault_rate, _CT_FAULT_RATES)
+    rng = np.random.default_rng([seed, index])
+    tissue, label, tumours = _liver_tissue(rng, shape)
+    reference = "venous" if "venous" in phases else phases[0]
+    heterogeneity = smooth_field(rng, shape, 0.03)
+    for tumour in tumours:
+        contrast = _TUMOUR_KINDS_HU[tumour["kind"]]
+        tumour.update({phase: float(rng.uniform(*contrast[phase])) for phase in _CT_HU})
+        tumour["rim"] = float(rng.uniform(30, 70)) if tumour["kind"] == "rim" else 0.0
     noise = rng.uniform(10.0, 20.0)
-    images = {}
-    for phase in phases:
-        ranges = _CT_HU[phase]
-        values = {index: rng.uniform(*hu) for index, hu in ranges.items() if index != _TUMOUR}
-        values.update({_TUMOUR + k: rng.uniform(*ranges[_TUMOUR]) for k in range(num_tumours)})
+    images, faults, shifts = {}, {}, {}
+    # one generator per phase of _CT_HU, whichever phases are asked for, so a phase looks the same in every set
+    for phase, phase_rng in zip(_CT_HU, rng.spawn(len(_CT_HU)), strict=True):
+        values: dict[int, float | np.ndarray] = {index: phase_rng.uniform(*hu) for index, hu in _CT_HU[phase].items()}
+        shift = phase_rng.uniform(-1, 1, 3) * np.array([2.5, 2.5, 1.5])
+        if phase not in phases:
+            continue
+        for k, tumour in enumerate(tumours):
+            inside = tissue == _TUMOUR + k
+            value = values[_LIVER] + tumour[phase] + 8.0 * heterogeneity
+            if tumour["rim"] and phase == "arterial":
+                wall = inside & ~ndimage.binary_erosion(inside, iterations=max(1, int(0.02 * min(shape))))
+                value = np.where(wall, values[_LIVER] + tumour["rim"], value)
+            values[_TUMOUR + k] = value
         # Air is -1000 HU; rendering it explicitly keeps the partial-volume blur at the skin right.
         values[0] = -1000.0
-        image = render(tissue, values, blur=0.6) + rng.uniform(-10, 10) + noise * rng.standard_normal(shape)
+        image = render(tissue, values, blur=0.6) + phase_rng.uniform(-10, 10)
+        if phase != reference:
+            image = ndimage.shift(image, shift, order=1, mode="nearest")
+        shifts[phase] = (0.0, 0.0, 0.0) if phase == reference else tuple(float(s) for s in shift)
+        image += noise * phase_rng.standard_normal(shape)
+        faults[phase] = draw_faults(phase_rng, shape, rates)
+        image = apply_faults(image, faults[phase], phase_rng, level=100.0, fill=-1000.0)
         images[phase] = np.clip(np.round(image), -1024, 3071).astype(np.int16)
-    return images, label
+    return SyntheticCase(images, label, faults, tuple(tumours), shifts)
 
 
 def make_liver_dataset(
@@ -245,23 +346,31 @@ def make_liver_dataset(
     phases: Sequence[str] = ("arterial", "venous"),
     seed: int = 0,
     num_test: int = 2,
+    fault_rate: float = 1.0,
 ) -> Path:
     """Write a synthetic multi-phase liver CT data set in the Decathlon layout.
 
     ``dataset.json`` + ``imagesTr/liver_000_0000.nii.gz`` (one file per phase, nnU-Net channel suffix) +
     ``labelsTr/liver_000.nii.gz`` (0 background, 1 liver, 2 tumour) + ``num_test`` unlabelled cases in
-    ``imagesTs/`` listed under ``"test"``. HU as int16, 0.8 x 0.8 x 2.5 mm voxels.
+    ``imagesTs/`` listed under ``"test"``. HU as int16, 0.8 x 0.8 x 2.5 mm voxels. Each case is
+    :func:`liver_synthetic_case` ``(shape, phases, seed, index)``: the body fills most of the grid and the liver about
+    half its width, so pick ``shape`` about twice the training patch in-plane for cropping, foreground sampling and
+    the sliding window to matter.
 
     Args:
         out_dir: folder to write into (created).
         num_cases: number of labelled training cases.
-        shape: voxel grid of every case.
+        shape: voxel grid of every case (each axis at least 16).
         phases: contrast phases, each ``"arterial"`` or ``"venous"``.
         seed: random seed; the same seed writes the same files.
         num_test: number of unlabelled test cases.
+        fault_rate: multiplies the probability of every acquisition fault (0 for none).
 
     Returns:
         ``out_dir`` as a path, ready for :func:`medguide.data.decathlon_datalist`.
+
+    Raises:
+        ValueError: an unknown phase, an axis under 4 voxels or a negative ``fault_rate``.
     """
     phases = check_modalities(phases, tuple(_CT_HU), "phases")
     out_dir = Path(out_dir)
@@ -269,7 +378,7 @@ def make_liver_dataset(
     affine[:3, 3] = (150.0, 150.0, -300.0)
     training, test = [], []
     for index in range(num_cases + num_test):
-        images, label = _liver_case(np.random.default_rng([seed, index]), shape, phases)
+        images, label, *_ = liver_synthetic_case(shape, phases, seed, index, fault_rate)
         split = "Tr" if index < num_cases else "Ts"
         files = [f"./images{split}/liver_{index:03d}_{c:04d}.nii.gz" for c in range(len(phases))]
         for file, phase in zip(files, phases, strict=True):

@@ -7,16 +7,21 @@ bundle names it in its config, and :func:`dataset_dir_or_synthetic` makes the se
 
 The images are built so that each modality shows a different part of the lesion, as in the real data: fusing
 modalities beats any single one and a missing modality costs accuracy. Each case gets its own intensity scale and
-offset, partial-volume blur and gaussian noise, so no single modality segments everything.
+offset, partial-volume blur and gaussian noise, and each image of a case its own acquisition faults (bias field,
+motion, a noisy, blurred, missing or corrupted slab; :mod:`medguide.data.faults`), so no single modality segments
+everything and which one to trust changes from place to place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from pydoc import locate
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -27,9 +32,12 @@ from medguide.data.files import atomic_folder
 
 __all__ = [
     "Shape",
+    "SyntheticCase",
     "blob",
     "brain_and_ventricles",
+    "case_settings",
     "dataset_dir_or_synthetic",
+    "generator_version",
     "render",
     "resolve_maker",
     "save_nifti",
@@ -40,6 +48,35 @@ __all__ = [
 logger = logging.getLogger("medguide.data")
 
 Shape = tuple[int, int, int]
+
+
+class SyntheticCase(NamedTuple):
+    """One generated case and what was drawn for it, for tests and benchmarks that ask why it looks as it does.
+
+    ``images``: {modality: 3D image} as written; ``label``: the label image as written; ``faults``: {modality:
+    the :class:`medguide.data.faults.Fault` records of that image}; ``lesions``: one dict per lesion (its pattern,
+    size, contrast); ``shifts``: {modality: voxel shift of the image against the label} (zeros where registered).
+    """
+
+    images: dict[str, np.ndarray]
+    label: np.ndarray
+    faults: dict[str, tuple]
+    lesions: tuple[dict[str, Any], ...]
+    shifts: dict[str, tuple[float, float, float]]
+
+
+def case_settings(shape: Sequence[int], fault_rate: float, rates: dict[str, float]) -> tuple[Shape, dict[str, float]]:
+    """A synthetic case's checked grid, and its fault probabilities: ``rates`` times ``fault_rate``, capped at 1.
+
+    Raises:
+        ValueError: ``shape`` is not 3 axes of at least 4 voxels, or ``fault_rate`` is negative.
+    """
+    grid = tuple(int(n) for n in shape)
+    if len(grid) != 3 or min(grid) < 4:
+        raise ValueError(f"shape must be 3 axes of at least 4 voxels, got {grid}")
+    if fault_rate < 0:
+        raise ValueError(f"fault_rate must be >= 0, got {fault_rate}")
+    return grid, {kind: min(1.0, fault_rate * p) for kind, p in rates.items()}
 
 
 def unit_grid(shape: Shape) -> np.ndarray:
@@ -72,8 +109,15 @@ def brain_and_ventricles(rng: np.random.Generator, grid: np.ndarray) -> tuple[np
     return brain, ventricles
 
 
-def render(tissue: np.ndarray, values: dict[int, float], blur: float) -> np.ndarray:
-    """Intensity image of a tissue map, each boundary softened as by partial volume."""
+def render(tissue: np.ndarray, values: dict[int, float | np.ndarray], blur: float) -> np.ndarray:
+    """Intensity image of a tissue map, each boundary softened as by partial volume.
+
+    Args:
+        tissue: integer tissue index per voxel.
+        values: intensity of each tissue index: a number, or an array of ``tissue``'s shape for a tissue whose
+            intensity varies in space (per lesion, heterogeneous); indices left out render as 0.
+        blur: gaussian sigma of the partial-volume blur, voxels.
+    """
     image = np.zeros(tissue.shape)
     for index, value in values.items():
         image += value * ndimage.gaussian_filter((tissue == index).astype(float), blur)
@@ -103,6 +147,23 @@ def resolve_maker(maker: Callable[..., Path] | str) -> Callable[..., Path]:
     return found
 
 
+def generator_version(maker: Callable[..., Path]) -> str:
+    """8 hex digits of the SHA-256 of the Python sources beside the file that defines ``maker`` (its folder's
+    ``*.py``, so the helpers a generator calls count too; "" when it has no source file, e.g. a function made at run
+    time): part of a synthetic set's folder name, so a set written by an older generator is never reused after the
+    generator changes, which the settings alone would name the same."""
+    try:
+        source = inspect.getsourcefile(maker)
+    except TypeError:
+        return ""
+    if not source or not Path(source).is_file():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(Path(source).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def dataset_dir_or_synthetic(
     dataset_dir: str | Path | None,
     maker: Callable[..., Path] | str,
@@ -112,12 +173,13 @@ def dataset_dir_or_synthetic(
     """``dataset_dir`` when one is given, else the seeded synthetic set ``maker`` writes (made once, then reused).
 
     This is what lets a bundle run with no ``--dataset_dir`` on a fresh machine. The set is written under ``root``
-    (default: ``<system temp>/medguide-synthetic``) in a folder named by the maker and its arguments, built in a
-    temporary folder and renamed into place, so processes started together (``torchrun``) never see half a set.
+    (default: ``<system temp>/medguide-synthetic``) in a folder named by the maker, its arguments and
+    :func:`generator_version`, built in a temporary folder and renamed into place, so processes started together
+    (``torchrun``) never see half a set.
 
     Example:
         >>> dataset_dir_or_synthetic("", "medguide.data.make_brats_dataset", num_cases=4, shape=[32, 32, 32])
-        PosixPath('/tmp/medguide-synthetic/medguide.data.brats.make_brats_dataset-num_cases4-shape32x32x32')
+        PosixPath('/tmp/medguide-synthetic/medguide.data.brats.make_brats_dataset-num_cases4-shape32x32x32-v1a2b3c4d')
 
     Args:
         dataset_dir: the user's data folder; empty or ``None`` selects the synthetic set.
@@ -145,6 +207,7 @@ def dataset_dir_or_synthetic(
     tag = "-".join(
         [f"{maker.__module__}.{maker.__qualname__}"]
         + [f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple | list) else v}" for k, v in sorted(kwargs.items())]
+        + [f"v{version}" for version in [generator_version(maker)] if version]
     )
     target = root / tag
     if not target.is_dir():
