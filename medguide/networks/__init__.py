@@ -10,6 +10,7 @@ from medguide.networks.blocks import (
     unet_size_rule,
     unet_widths,
 )
+from medguide.networks.complexity import NetworkComplexity, complexity, equal_parameter_width, parameter_count
 from medguide.networks.dmg import (
     FusionClassifier,
     GuidanceMLP,
@@ -22,7 +23,7 @@ from medguide.networks.dmg import (
     load_encoder_weights,
 )
 from medguide.networks.encoders import RegionEncoder, RegionFeatures, region_encoder, region_encoder_names
-from medguide.networks.maml import MAMLNet, ModalityAwareFusion
+from medguide.networks.maml import SINGLE_MODALITY_ROUTES, MAMLNet, ModalityAwareFusion
 from medguide.networks.octcoda import ConceptClassifier
 from medguide.networks.reports import HuggingFaceReportEncoder, TransformerReportEncoder
 from medguide.networks.unet import UNet
@@ -53,11 +54,16 @@ __all__ = [
     "ModalityAwareFusion",
     "ModalityUNet",
     "MultiTaskHead",
+    "NetworkComplexity",
+    "SINGLE_MODALITY_ROUTES",
     "UNet",
     "UNetSizeRule",
+    "complexity",
+    "equal_parameter_width",
     "image_encoder",
     "image_encoder_names",
     "load_encoder_weights",
+    "parameter_count",
     "unet_size_rule",
     "unet_widths",
 ]

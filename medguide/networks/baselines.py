@@ -15,8 +15,12 @@ __all__ = ["ModalityUNet"]
 class ModalityUNet(UNet):
     """A :class:`UNet` whose input channels are named modalities: early fusion, or a single-modality model.
 
-    Early fusion stacks the modalities as channels of one U-Net; MAML's comparison gives it the same total
-    width as MAML's branches together (``base_width = M * 16``). A missing modality is given as a channel of
+    Early fusion stacks the modalities as channels of one U-Net. Two fair sizes beside MAML: one branch's width
+    (``base_width`` = MAML's, 16 in the paper; what the official code's baseline trainer ``nnUNetLightTrainerV2``
+    builds, with about 1/M of MAML's parameters), and equal parameters (the ``base_width`` that
+    :func:`medguide.networks.equal_parameter_width` finds); :func:`medguide.networks.complexity` gives both
+    parameter counts and FLOPs per patch. Its convolutions start He-normal and its heads have no bias, as
+    :class:`UNet`'s. A missing modality is given as a channel of
     zeros (the images are z-scored, so zero is the mean intensity), the usual way to run early fusion on
     incomplete cases; training with :class:`medguide.engines.ModalityBatch`'s ``modality_dropout`` teaches it
     that. With one modality it is the single-modality baseline.

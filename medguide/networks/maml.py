@@ -14,7 +14,17 @@ from medguide.networks.blocks import instance_norm_factory_name
 from medguide.networks.branches import decode_branches
 from medguide.networks.unet import UNet
 
-__all__ = ["MAMLNet", "ModalityAwareFusion"]
+__all__ = ["MAMLNet", "ModalityAwareFusion", "SINGLE_MODALITY_ROUTES"]
+
+SINGLE_MODALITY_ROUTES = ("fused", "branch")
+"""What :class:`MAMLNet` returns in eval mode when one modality is present: the fusion head's logits or the
+branch's own."""
+
+
+def _check_route(single_modality: str) -> str:
+    if single_modality not in SINGLE_MODALITY_ROUTES:
+        raise ValueError(f"single_modality must be 'fused' or 'branch', got {single_modality!r}.")
+    return single_modality
 
 
 def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -39,7 +49,8 @@ class ModalityAwareFusion(nn.Module):
     """Modality-aware (MA) attention fusion of MAML.
 
     ``F_dual = Conv3(concat(F_1..F_M))``; for each modality ``A_m = sigmoid(Conv3(LReLU(IN(Conv3(concat(F_m,
-    F_dual))))))``; ``F_att = sum_m A_m * F_m``; fused logits ``= Conv1x1(F_att)`` (no bias).
+    F_dual))))))``; ``F_att = sum_m A_m * F_m``; fused logits ``= Conv1x1(F_att)`` (no bias). Its convolutions keep
+    PyTorch's default initialisation, as in the official code (only the branches get nnU-Net's He initialisation).
 
     Missing modalities (ours; the official code has none): ``F_dual`` is the same convolution restricted to the
     input channels of the present modalities and ``F_att`` sums over the present ones; both are scaled by
@@ -109,12 +120,22 @@ class MAMLNet(nn.Module):
     resolution first] per present modality]}`` for :class:`medguide.losses.MAMLLoss`; in eval mode it returns the
     fused logits only, so MONAI's inferers wrap it unchanged.
 
+    One modality present (ours; the official code always has all): in eval mode ``single_modality="fused"`` runs
+    the fusion head on that one branch's feature, ``"branch"`` returns the branch's own full-resolution logits, as
+    the paper's author advises for a single available modality. The route can also be chosen per call
+    (``forward(x, ["flair"], single_modality="branch")``, or as a keyword of a MONAI inferer), so one network can
+    be scored both ways. With two or more modalities, and in training mode, the route changes nothing.
+
+    Initialisation as the official code: each branch's convolutions, transposed convolutions and logit heads are
+    He-normal (nnU-Net's ``InitWeights_He(1e-2)``, see :class:`UNet`) with bias-free heads; the fusion module keeps
+    PyTorch's default.
+
     Input sizes are those of each branch's :class:`UNet`: every spatial size a multiple of 2^(num_stages - 1), and
     at least one of them 2^num_stages or more so that the bottleneck is not a single voxel, on which instance
-    normalisation fails (:func:`medguide.networks.unet_size_rule`). For example, the bundles' ``num_stages=6``
-    takes 128x128x128 (a 4x4x4 bottleneck) and 160x160x64 (5x5x2) patches and refuses 32x32x32 (1x1x1) and
-    100x100x100 (not a multiple of 32); the smallest cube is 64x64x64. :meth:`forward` raises ``ValueError``
-    naming the size and the nearest valid ones before running.
+    normalisation fails (:func:`medguide.networks.unet_size_rule`). For example, the default ``num_stages=6`` (the
+    official build) takes 128x128x128 (a 4x4x4 bottleneck) and 160x160x64 (5x5x2) patches and refuses 32x32x32
+    (1x1x1) and 100x100x100 (not a multiple of 32); the smallest cube is 64x64x64. :meth:`forward` raises
+    ``ValueError`` naming the size and the nearest valid ones before running.
 
     Two execution choices make it faster than running one U-Net per modality in a loop, at the same result:
     on the CPU the branches' small stages run as one grouped convolution, which PyTorch sends to oneDNN instead
@@ -128,16 +149,21 @@ class MAMLNet(nn.Module):
         out_channels: number of classes, background included.
         spatial_dims: 2 or 3.
         base_width: width of each branch's full-resolution stage (16 in the paper).
-        num_stages: resolution levels per branch (6 for the official 128^3 patches).
+        num_stages: resolution levels per branch, ``num_stages - 1`` down-samplings and deep-supervision outputs.
+            The default 6 is the official build for 128^3 patches (five 2x2x2 poolings to a 4x4x4 bottleneck,
+            16.6 M parameters per branch at ``base_width=16``, 66.5 M for four modalities).
         max_width: cap on the branch widths (320).
         group_branches: run the branches' small stages as one grouped convolution.
         fusion: ``"ma"`` (the paper's modality-aware fusion) or ``"mean"`` (the ablation without MA: the fused
             logits are the mean of the present branches' full-resolution logits).
         channels_last: keep 3D features in channels-last layout. With both ``False`` the branches run one after
             another in the default layout: the plain reference.
+        single_modality: the eval-mode output when exactly one modality is present: ``"fused"`` (the fusion
+            head) or ``"branch"`` (that modality's own branch). With ``fusion="mean"`` the two are the same.
 
     Raises:
-        ValueError: ``modalities`` is empty or repeats a name, or ``fusion`` is neither ``"ma"`` nor ``"mean"``.
+        ValueError: ``modalities`` is empty or repeats a name, ``fusion`` is neither ``"ma"`` nor ``"mean"``, or
+            ``single_modality`` is neither ``"fused"`` nor ``"branch"``.
     """
 
     def __init__(
@@ -146,14 +172,16 @@ class MAMLNet(nn.Module):
         out_channels: int,
         spatial_dims: int = 3,
         base_width: int = 16,
-        num_stages: int = 5,
+        num_stages: int = 6,
         max_width: int = 320,
         group_branches: bool = True,
         channels_last: bool = True,
         fusion: str = "ma",
+        single_modality: str = "fused",
     ) -> None:
         super().__init__()
         self.modalities = distinct_modalities(modalities, "MAMLNet's modalities")
+        self.single_modality = _check_route(single_modality)
         self.spatial_dims = spatial_dims
         self.group_branches = group_branches
         self.channels_last = channels_last and spatial_dims == 3
@@ -168,6 +196,7 @@ class MAMLNet(nn.Module):
             else None
         )
         if self.channels_last:
+            # after the branches' initialisation, which the layout change keeps;
             # weights in the features' layout let oneDNN skip reordering them at every call
             self.to(memory_format=torch.channels_last_3d)
             for param in self.parameters():
@@ -190,7 +219,7 @@ class MAMLNet(nn.Module):
         return [self.modalities.index(m) for m in check_modalities(modalities, self.modalities)]
 
     def forward(
-        self, x: torch.Tensor, modalities: Sequence[str] | None = None
+        self, x: torch.Tensor, modalities: Sequence[str] | None = None, single_modality: str | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor | list[list[torch.Tensor]]]:
         """Segmentation logits from the present modalities.
 
@@ -199,16 +228,20 @@ class MAMLNet(nn.Module):
                 sizes fitting :func:`medguide.networks.unet_size_rule` for ``num_stages``.
             modalities: names of the ``k`` present modalities, a non-empty subset of the network's without
                 repeats; ``None`` means all of them, in the network's order.
+            single_modality: ``"fused"`` or ``"branch"``, this call's route when one modality is present (see the
+                class); ``None`` takes the network's :attr:`single_modality`.
 
         Returns:
             in training mode, ``{"fused": [B, out_channels, *spatial], "branches": [[B, out_channels,
             *spatial / 2^j] for the num_stages - 1 levels j, full resolution first] for each present modality}``;
-            in eval mode, the fused logits ``[B, out_channels, *spatial]`` only.
+            in eval mode, the logits ``[B, out_channels, *spatial]`` only: the fused ones, or the branch's with one
+            modality present on the ``"branch"`` route.
 
         Raises:
-            ValueError: if the modalities are not a subset of the network's, the channels do not match them, or a
-                spatial size does not fit the U-Net.
+            ValueError: if the modalities are not a subset of the network's, the channels do not match them, a
+                spatial size does not fit the U-Net, or ``single_modality`` is not a route.
         """
+        route = self.single_modality if single_modality is None else _check_route(single_modality)
         present = self.indices(modalities)
         if x.shape[1] != len(present):
             raise ValueError(
@@ -220,6 +253,8 @@ class MAMLNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         branches = [self.branches[m] for m in present]
         decoded = decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)
+        if not self.training and len(present) == 1 and route == "branch":
+            return branches[0].heads[-1](decoded[0][0]).contiguous()
         if self.fusion is None:
             logits = [[logit.contiguous() for logit in b.logits(levels)] for b, levels in zip(branches, decoded)]
             fused = torch.stack([levels[0] for levels in logits]).mean(0)

@@ -1,10 +1,14 @@
-"""MAMLNet: every modality subset, 2D and 3D, gradients, the fast path, inferers, input checks, the paper's size."""
+"""MAMLNet: every modality subset, 2D and 3D, gradients, the fast path, inferers, input checks, the paper's size,
+the official initialisation and the single-modality route."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
+from torch import nn
 
 from medguide.data import nonempty_subsets
 from medguide.networks import MAMLNet
@@ -100,8 +104,9 @@ def test_inputs_that_do_not_fit_are_refused():
         net(torch.randn(1, 2, 4, 4, 4), ["t1", "t2"])
 
 
-def test_official_build_has_the_papers_parameter_count():
-    net = MAMLNet(MODALITIES, 4, base_width=16, num_stages=6)
+def test_default_is_the_official_build_with_the_papers_parameter_count():
+    net = MAMLNet(MODALITIES, 4)
+    assert net.branches[0].num_stages == 6 and net.branches[0].feature_channels == 16
     per_branch = sum(p.numel() for p in net.branches[0].parameters())
     total = sum(p.numel() for p in net.parameters())
     assert round(per_branch / 1e6, 1) == 16.6
@@ -146,3 +151,60 @@ def test_a_repeated_modality_is_refused_at_construction(modalities):
     with pytest.raises(ValueError, match="must name at least one modality"):
         MAMLNet([], 2, base_width=4, num_stages=3)
     assert MAMLNet("t1", 2, base_width=4, num_stages=3).modalities == ("t1",)
+
+
+def weights_over_he_std(modules: list[nn.Module]) -> torch.Tensor:
+    """Every convolution weight of ``modules`` divided by nnU-Net's He standard deviation for its fan-in."""
+    convs = [m for module in modules for m in module.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    fan_in = [conv.weight.shape[1] * math.prod(conv.weight.shape[2:]) for conv in convs]
+    return torch.cat([conv.weight.flatten() / math.sqrt(2 / (1.0001 * f)) for conv, f in zip(convs, fan_in)])
+
+
+def test_branches_start_he_normal_and_the_fusion_keeps_pytorchs_default():
+    torch.manual_seed(0)
+    net = MAMLNet(MODALITIES, 4, base_width=8, num_stages=3)  # channels-last: initialised before the layout change
+    branches = weights_over_he_std(list(net.branches))
+    assert branches.std().item() == pytest.approx(1.0, abs=0.02)
+    # PyTorch's default, uniform with bound 1 / sqrt(fan_in), has 1 / sqrt(6) of He's standard deviation
+    fusion = weights_over_he_std([net.fusion])
+    assert fusion.std().item() == pytest.approx(1 / math.sqrt(6), abs=0.04)
+    assert all(head.bias is None for branch in net.branches for head in branch.heads)
+    assert net.fusion.head.bias is None and net.fusion.dual.bias.abs().sum() > 0  # the default's bias, not zero
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_branch_route_returns_the_branch_alone_with_one_modality(spatial_dims):
+    fused_net = small(spatial_dims).eval()
+    branch_net = MAMLNet(MODALITIES, 4, spatial_dims=spatial_dims, base_width=4, num_stages=3, single_modality="branch")
+    branch_net.load_state_dict(fused_net.state_dict())
+    branch_net.eval()
+    x = torch.randn(1, 1, *(16,) * spatial_dims)
+    with torch.no_grad():
+        alone = fused_net.branches[2](x)
+        fused = fused_net(x, ["t2"])
+        torch.testing.assert_close(branch_net(x, ["t2"]), alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused_net(x, ["t2"], single_modality="branch"), alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(branch_net(x, ["t2"], single_modality="fused"), fused)
+        assert not torch.allclose(fused, alone, atol=1e-3)
+        # with two modalities the route changes nothing
+        pair = torch.randn(1, 2, *(16,) * spatial_dims)
+        torch.testing.assert_close(branch_net(pair, ["t1", "t2"]), fused_net(pair, ["t1", "t2"]))
+
+
+def test_branch_route_leaves_training_output_unchanged_and_works_in_an_inferer():
+    net = small(single_modality="branch")
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        out = net.train()(x, ["flair"])
+        assert set(out) == {"fused", "branches"} and out["fused"].shape == (1, 4, 16, 16, 16)
+        net.eval()
+        inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=1, overlap=0.5)
+        routed = inferer(x, net, modalities=["flair"], single_modality="fused")
+        torch.testing.assert_close(routed, net(x, ["flair"], single_modality="fused"), atol=1e-5, rtol=1e-5)
+
+
+def test_an_unknown_single_modality_route_is_refused():
+    with pytest.raises(ValueError, match="single_modality must be 'fused' or 'branch', got 'branches'"):
+        MAMLNet(MODALITIES, 2, base_width=4, num_stages=3, single_modality="branches")
+    with pytest.raises(ValueError, match="got 'mean'"):
+        small().eval()(torch.randn(1, 1, 16, 16, 16), ["t1"], single_modality="mean")

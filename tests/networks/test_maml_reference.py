@@ -3,6 +3,11 @@
 ``data/maml_reference.pt`` was written on 2026-11-30 (commit b286f1b) from a seeded tiny ``MAMLNet`` and
 early-fusion ``ModalityUNet``: their state dicts, an input and the outputs in eval and training mode. Loading the
 state dicts strictly checks that saved checkpoints still load; the outputs check the forward.
+
+Converted the same day when the U-Net's logit heads lost their bias (issue 12, as the official build): the head
+biases were dropped, the head weights renamed from ``heads.<j>.conv.conv.weight`` to ``heads.<j>.weight``, and the
+outputs recomputed by the code of a96e929 with those biases set to zero. So the pinned outputs are the old network's
+with bias-free heads; the fused outputs, which use no branch head, are unchanged.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""UNet: outputs per mode, the input-size check, and no dependence on MAML's branch grouping."""
+"""UNet: outputs per mode, nnU-Net's initialisation and bias-free heads, the input-size check, and no dependence on
+MAML's branch grouping."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from medguide.networks import UNet
 
@@ -51,3 +55,41 @@ def test_sizes_that_do_not_fit_are_refused_before_running(training):
 def test_num_stages_below_two_is_refused():
     with pytest.raises(ValueError, match="num_stages must be at least 2"):
         UNet(num_stages=1)
+
+
+def he_std(conv: nn.Module) -> float:
+    """nnU-Net's ``InitWeights_He(1e-2)`` standard deviation ``sqrt(2 / ((1 + 0.01^2) fan_in))``, with PyTorch's
+    fan-in: ``weight.shape[1]`` times the kernel's voxels, for a transposed convolution too."""
+    fan_in = conv.weight.shape[1] * math.prod(conv.weight.shape[2:])
+    return math.sqrt(2 / ((1 + 0.01**2) * fan_in))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_every_convolution_starts_he_normal_without_bias(spatial_dims):
+    torch.manual_seed(0)
+    net = UNet(spatial_dims, 2, 3, base_width=8, num_stages=3)
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d))]
+    # 2 per encoder stage, a transposed one and 2 per decoder level, a head per decoder level
+    assert len(convs) == 2 * 3 + 3 * 2 + 2
+    normalised = torch.cat([(conv.weight / he_std(conv)).flatten() for conv in convs])
+    assert abs(normalised.mean().item()) < 0.02
+    assert normalised.std().item() == pytest.approx(1.0, abs=0.02)
+    for conv in convs:
+        if conv.weight.numel() >= 400:  # enough weights for their spread to be measured within 20 %
+            assert conv.weight.std().item() / he_std(conv) == pytest.approx(1.0, abs=0.2), conv
+    # no convolution has a bias: MONAI's blocks put none before instance norm, and the heads have none
+    assert all(conv.bias is None for conv in convs)
+    assert all(head.bias is None for head in net.heads) and len(net.heads) == 2
+
+
+def test_pytorchs_default_initialisation_would_be_about_2_4_times_smaller():
+    # what the He initialisation changes, measured on the same layer shape
+    torch.manual_seed(0)
+    default = nn.Conv3d(16, 16, 3, padding=1)
+    assert he_std(default) / default.weight.std().item() == pytest.approx(math.sqrt(6), rel=0.05)
+
+
+def test_default_is_the_official_build():
+    net = UNet()
+    assert net.num_stages == 6 and net.size_rule.multiple == 32
+    assert len(net.heads) == 5  # as many deep-supervision outputs as nnU-Net's weights [8, 4, 2, 1, 0] / 15
