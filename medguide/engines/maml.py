@@ -18,6 +18,7 @@ from medguide.data.geometry import spacing_of
 from medguide.data.modalities import check_modalities, nonempty_subsets
 from medguide.engines.workflows import Evaluator
 from medguide.metrics.subsets import SubsetTable
+from medguide.networks.maml import SINGLE_MODALITY_ROUTES
 
 __all__ = ["ModalityBatch", "SubsetEvaluator", "batch_modalities", "predict_subsets"]
 
@@ -110,6 +111,7 @@ def predict_subsets(
     prepare_batch: ModalityBatch,
     subsets: Iterable[Sequence[str]] | None = None,
     device: str | torch.device | None = None,
+    single_modality: str | None = None,
 ) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """Predict a batch from each subset of its modalities: the missing-modality inference, for every user.
 
@@ -133,6 +135,9 @@ def predict_subsets(
         subsets: the subsets to predict, each in any order of the batch's modalities; default every non-empty
             subset of the batch's modalities, smallest first.
         device: where the image is moved before the inference (``None``: where it is).
+        single_modality: the route of a one-modality subset, ``"fused"`` or ``"branch"``, given to the network as
+            its ``single_modality`` keyword (:class:`medguide.networks.MAMLNet`) for those subsets only; ``None``
+            gives nothing, so the network's own setting holds (and networks without routes work).
 
     Yields:
         ``(subset, prediction)``: the subset as a tuple, and the inferer's output for it.
@@ -143,6 +148,8 @@ def predict_subsets(
     names = batch_modalities(batchdata[prepare_batch.modality_key])
     for subset in nonempty_subsets(names) if subsets is None else subsets:
         image, kwargs = prepare_batch.fixed(subset).inputs(batchdata, device)
+        if single_modality is not None and len(subset) == 1:
+            kwargs["single_modality"] = single_modality
         yield tuple(subset), inferer(image, network, **kwargs)
 
 
@@ -156,16 +163,27 @@ class SubsetEvaluator(Evaluator):
     from the spacing of each case's label affine (in voxels for labels without an affine). At the end of the run
     the table is logged and written as CSV and markdown into ``table_dir``.
 
+    One present modality can be scored along several routes of :class:`medguide.networks.MAMLNet`
+    (``single_modality_routes``, e.g. ``["fused", "branch"]``: the fusion head and the modality's own branch); each
+    one-modality subset then has a row per route, side by side, and the table a ``route`` column (rows of two or
+    more modalities use the fusion head: ``fused``). The table ends with the mean over all subsets per region, as
+    missing-modality papers report it (``subset_mean``), one row per route.
+
     Args:
         subset_postprocessing: transform on decollated ``{"pred", "label"}`` dicts giving one-hot regions.
         regions: region names, one per channel after ``subset_postprocessing``.
         table_dir: folder for ``missing_modality_table.csv`` / ``.md``.
         hd95: also compute HD95.
+        single_modality_routes: routes of one-modality subsets to score, each of
+            :data:`medguide.networks.SINGLE_MODALITY_ROUTES`; ``None`` scores them once with the network's own
+            setting, and the table has no ``route`` column.
+        subset_mean: end the table with the mean over the subsets.
         args, kwargs: as for :class:`medguide.engines.Evaluator`; ``prepare_batch`` must be a
             :class:`ModalityBatch`.
 
     Raises:
         TypeError: ``prepare_batch`` is not a :class:`ModalityBatch`.
+        ValueError: ``single_modality_routes`` is empty, repeats a route or names an unknown one.
     """
 
     def __init__(
@@ -175,6 +193,8 @@ class SubsetEvaluator(Evaluator):
         regions: Sequence[str],
         table_dir: str,
         hd95: bool = True,
+        single_modality_routes: Sequence[str] | None = None,
+        subset_mean: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -182,10 +202,19 @@ class SubsetEvaluator(Evaluator):
             raise TypeError(
                 f"SubsetEvaluator needs a medguide.engines.ModalityBatch as prepare_batch, got {self.prepare_batch!r}."
             )
+        if single_modality_routes is not None:
+            single_modality_routes = list(single_modality_routes)
+            unknown = [r for r in single_modality_routes if r not in SINGLE_MODALITY_ROUTES]
+            if not single_modality_routes or unknown or len(set(single_modality_routes)) < len(single_modality_routes):
+                raise ValueError(
+                    f"single_modality_routes must be distinct routes of {list(SINGLE_MODALITY_ROUTES)}, "
+                    f"got {single_modality_routes}."
+                )
+        self.single_modality_routes = single_modality_routes
         if isinstance(subset_postprocessing, Sequence):
             subset_postprocessing = Compose(subset_postprocessing)
         self.subset_postprocessing = subset_postprocessing
-        self.table = SubsetTable(regions, hd95=hd95)
+        self.table = SubsetTable(regions, hd95=hd95, subset_mean=subset_mean)
         self.table_dir = table_dir
         self.add_event_handler(Events.EPOCH_STARTED, lambda engine: engine.table.reset())
         self.add_event_handler(Events.EPOCH_COMPLETED, self._save_table)
@@ -201,14 +230,30 @@ class SubsetEvaluator(Evaluator):
         # HD95 in mm: the loaded label's affine (crops move its origin, not its spacing); voxels without one
         spacing = spacing_of(label)
         subsets = nonempty_subsets(names)
-        # the parent's forward used every modality unless prepare_batch chose a subset; reuse it for the last one
+        routes = engine.single_modality_routes or [None]
+        # the parent's forward used every modality (with the network's own route, which matters for one modality
+        # only) unless prepare_batch chose a subset; reuse it for the last subset
         reused = []
-        if engine._forward[Keys.IMAGE].shape[1] == len(names):
-            subsets, reused = subsets[:-1], [(tuple(names), engine._forward[Keys.PRED])]
+        if engine._forward[Keys.IMAGE].shape[1] == len(names) and (len(names) > 1 or routes == [None]):
+            reused = [(subsets.pop(), engine._forward[Keys.PRED])]
         network = engine.network
         with engine.mode(network), torch.no_grad(), engine.amp_context():
-            predicted = predict_subsets(network, engine.inferer, batchdata, prepare, subsets, engine.state.device)
-            for subset, pred in itertools.chain(predicted, reused):
+            # every subset with the first route, the one-modality subsets again with each other route (lazily: one
+            # prediction held at a time); rows of two or more modalities come from the fusion head whatever the route
+            predicted = (
+                (route if len(subset) == 1 else "fused", subset, pred)
+                for route in routes
+                for subset, pred in predict_subsets(
+                    network,
+                    engine.inferer,
+                    batchdata,
+                    prepare,
+                    subsets if route == routes[0] else [s for s in subsets if len(s) == 1],
+                    engine.state.device,
+                    single_modality=route,
+                )
+            )
+            for route, subset, pred in itertools.chain(predicted, (("fused", *r) for r in reused)):
                 items = [
                     engine.subset_postprocessing({Keys.PRED: p, Keys.LABEL: y})
                     for p, y in zip(decollate_batch(pred.float()), decollate_batch(label))
@@ -218,6 +263,7 @@ class SubsetEvaluator(Evaluator):
                     torch.stack([i[Keys.PRED] for i in items]).cpu(),
                     torch.stack([i[Keys.LABEL] for i in items]).cpu(),
                     spacing=spacing,
+                    route=None if routes == [None] else route,
                 )
         return output
 

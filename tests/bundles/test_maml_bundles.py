@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from tests.bundles.helpers import BUNDLES, configs, make_tiny_data, run_stage, scored_regions, stage_workflow, tiny
 
@@ -31,12 +32,11 @@ pytestmark = pytest.mark.parametrize("name", MAML)
 
 # new names for every data key id the configs declare
 RENAMED = {"image_key": "img", "label_key": "seg", "modality_key": "mods", "case_key": "id"}
-# 60 iterations of the tiny network on its tiny data at 5x the bundle's learning rate, and the margin of mean Dice
-# the trained network must keep over the untrained one. Margins measured on 2026-11-30 (2-core Xeon with AMX): data
-# seeds 0-4 with precision auto (bfloat16 here) BraTS 0.18-0.54, liver 0.22-0.33; seeds 0-2 with float32 (CPUs
-# without bfloat16) BraTS 0.43-0.54, liver 0.19-0.32. 30 iterations (in float32) or the bundle's own rate (in
-# bfloat16) left the liver network predicting only background on a seed.
-LEARN = {"iterations_per_epoch": 20, "max_epochs": 3, "val_interval": 3, "learning_rate": 0.05}
+# 60 iterations of the tiny network on its tiny data at the bundle's (nnU-Net's) learning rate, and the margin of
+# mean Dice the trained network must keep over the untrained one. With He initialisation and the faulted synthetic
+# data (issue 12), 5x that rate (the earlier setting, margins 0.18-0.54 then) drove the tiny liver network to all
+# background on data seed 0; at 1x both bundles pass on seed 0 (2026-11-30, 2-core Xeon with AMX).
+LEARN = {"iterations_per_epoch": 20, "max_epochs": 3, "val_interval": 3, "learning_rate": 0.01}
 LEARN_SEED = 0
 MARGIN = 0.1
 
@@ -91,25 +91,31 @@ def test_the_checkpoint_has_one_branch_per_modality_and_the_fusion(tiny_run, nam
 
 @pytest.mark.slow
 def test_the_table_scores_every_subset_and_the_full_row_is_the_key_metric(tiny_run, name):
+    """Every subset, each single modality along every configured route beside each other, then the mean over the
+    subsets per route; the row of every modality is the evaluator's key metric."""
     run = tiny_run(name)
     parser = run.parsers["evaluate"]
     modalities = parser.get_parsed_content("modalities")
     regions = parser.get_parsed_content("region_names")
+    routes = parser.get_parsed_content("single_modality_routes")
     eval_dir = run.root / "eval"
     rows = read_table(eval_dir)
-    subsets = ["+".join(s) for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
-    assert [row["modalities"] for row in rows] == subsets
+    subsets = [s for k in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, k)]
+    expected = [("+".join(s), route) for s in subsets for route in (routes if len(s) == 1 else ["fused"])]
+    expected += [(f"mean of {len(subsets)} subsets", route) for route in routes]
+    assert [(row["modalities"], row["route"]) for row in rows] == expected
     cases = len(parser.get_parsed_content("validate#datalist"))
     for row in rows:
         assert int(row["n"]) == cases
         assert all(f"Dice {region}" in row for region in regions), f"regions {regions}, columns {list(row)}"
         for column, value in row.items():
-            if column != "modalities" and not column.endswith(" sd"):
+            if column not in ("modalities", "route") and not column.endswith(" sd"):
                 assert math.isfinite(float(value)), f"{row['modalities']}: {column} is {value}"
     # the table's full-modality row and the evaluator's key metric are two computations of one number
     (key_metric,) = parser["validate#key_metric"]
-    full = [float(rows[-1][f"Dice {region}"]) for region in regions]
-    assert sum(full) / len(full) == pytest.approx(read_metrics(eval_dir)[key_metric], abs=1e-6)
+    (full,) = [row for row in rows if row["modalities"] == "+".join(modalities)]
+    dice = [float(full[f"Dice {region}"]) for region in regions]
+    assert sum(dice) / len(dice) == pytest.approx(read_metrics(eval_dir)[key_metric], abs=1e-6)
 
 
 @pytest.mark.slow
@@ -162,7 +168,7 @@ def test_a_few_training_steps_beat_the_untrained_network(tmp_path, name):
     scores = {}
     for run in ("trained", "untrained"):
         eval_dir = tmp_path / run / "eval"
-        assert all(f"Dice {region}" in read_table(eval_dir)[-1] for region in regions)
+        assert all(f"Dice {region}" in read_table(eval_dir)[0] for region in regions)
         scores[run] = metrics = read_metrics(eval_dir)
         assert set(per_region) <= set(metrics), f"{run}: regions {regions}, metrics {sorted(metrics)}"
         # the regions split as declared: their mean is the key metric
@@ -172,3 +178,32 @@ def test_a_few_training_steps_beat_the_untrained_network(tmp_path, name):
     assert all(voxels.values()), f"reference voxels per region: {voxels}"
     margin = scores["trained"][key_metric] - scores["untrained"][key_metric]
     assert margin >= MARGIN, f"{key_metric}: trained {scores['trained']}, untrained {scores['untrained']}"
+
+
+def test_the_route_and_the_mutual_options_reach_the_network_and_the_loss(name):
+    """``single_modality`` (inference and evaluation) picks the network's one-modality output; the mutual term's
+    options reach the loss, off by default as in the official code, and the trainer tells the loss its progress,
+    which a ramp needs."""
+    settings = {key: tiny(name)[key] for key in ("base_width", "num_stages")}
+    for stage, files in (("train", ["train.json"]), ("inference", ["inference.json"])):
+        parser = ConfigParser()
+        parser.read_config([str(configs(name) / f) for f in files])
+        assert parser["single_modality"] in ("fused", "branch")
+        parser.update({**settings, "single_modality": "branch"})
+        if stage == "inference":
+            parser.update({"modalities": ["a", "b"], "num_classes": 3})
+        network = parser.get_parsed_content("network_def")
+        assert network.single_modality == "branch", stage
+    parser = ConfigParser()
+    parser.read_config(str(configs(name) / "train.json"))
+    loss = parser.get_parsed_content("loss")
+    assert loss.mutual_weight == 0 and loss.current_mutual_weight() == 0
+    parser.update({"mutual_weight": 0.1, "mutual_direction": "fused_to_branches", "mutual_ramp_up": 0.5})
+    loss = parser.get_parsed_content("loss", instantiate=True, lazy=False)
+    assert (loss.mutual_weight, loss.mutual_direction, loss.mutual_ramp_up) == (0.1, "fused_to_branches", 0.5)
+    progress = [h for h in parser["train#handlers"] if h["_target_"] == "medguide.losses.TrainingProgress"]
+    assert progress == [{**progress[0], "loss": "@loss"}]
+    evaluate = ConfigParser()
+    evaluate.read_config([str(configs(name) / f) for f in ("train.json", "evaluate.json")])
+    assert evaluate["validate#evaluator"]["single_modality_routes"] == "@single_modality_routes"
+    assert set(evaluate["single_modality_routes"]) == {"fused", "branch"}

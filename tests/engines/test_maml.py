@@ -125,7 +125,7 @@ def test_predict_subsets_leaves_the_label_where_it_is(monkeypatch):
 REGIONS = [[1, 3], [1, 2, 3], [3]]
 
 
-def subset_evaluator(network: MAMLNet, tmp_path, prepare_batch=None) -> SubsetEvaluator:
+def subset_evaluator(network: MAMLNet, tmp_path, prepare_batch=None, **kwargs) -> SubsetEvaluator:
     spacing = torch.tensor([1.0, 1.2, 2.0])
     affine = torch.diag(torch.cat([spacing, torch.ones(1)]))
     torch.manual_seed(1)
@@ -148,6 +148,7 @@ def subset_evaluator(network: MAMLNet, tmp_path, prepare_batch=None) -> SubsetEv
         subset_postprocessing=post,
         regions=["TC", "WT", "ET"],
         table_dir=str(tmp_path),
+        **kwargs,
     )
 
 
@@ -156,7 +157,8 @@ def test_subset_table_holds_each_subsets_own_prediction_under_the_configured_key
     evaluator = subset_evaluator(network, tmp_path)
     evaluator.run()
     rows = {row["modalities"]: row for row in evaluator.table.rows()}
-    assert list(rows) == ["+".join(s) for s in nonempty_subsets(MODALITIES)]
+    assert list(rows) == ["+".join(s) for s in nonempty_subsets(MODALITIES)] + ["mean of 15 subsets"]
+    assert "route" not in rows["t1"]
     post = evaluator.subset_postprocessing
     for subset in nonempty_subsets(MODALITIES):
         keep = [MODALITIES.index(m) for m in subset]
@@ -172,6 +174,65 @@ def test_subset_table_holds_each_subsets_own_prediction_under_the_configured_key
             for region, value in zip(["TC", "WT", "ET"], expected.double().mean(0).tolist()):
                 assert row[name.format(region)] == pytest.approx(value, abs=1e-6)
     assert (tmp_path / "missing_modality_table.csv").is_file()
+
+
+def test_predict_subsets_gives_the_route_to_one_modality_subsets_only():
+    network, data = tiny_network(), batch(1)
+    calls = []
+
+    def inferer(image, net, **kwargs):
+        calls.append(kwargs)
+        return net(image, **kwargs)
+
+    with torch.no_grad():
+        predicted = dict(predict_subsets(network, inferer, data, ModalityBatch(), single_modality="branch"))
+        torch.testing.assert_close(predicted[("flair",)], network.branches[3].eval()(data["image"][:, 3:]))
+    assert [c.get("single_modality") for c in calls] == ["branch"] * 4 + [None] * 11
+    calls.clear()
+    with torch.no_grad():
+        list(predict_subsets(network, inferer, data, ModalityBatch()))
+    assert not any("single_modality" in c for c in calls)  # networks without routes (ModalityUNet) still work
+
+
+def test_the_table_scores_both_routes_of_one_modality_and_ends_with_the_subset_means(tmp_path):
+    """Each sequence alone through the fusion head and through its own branch, side by side; the 15-subset mean
+    per route takes that route's one-modality rows and the fused rows of the rest."""
+    network = tiny_network()
+    evaluator = subset_evaluator(network, tmp_path, single_modality_routes=["fused", "branch"])
+    evaluator.run()
+    rows = evaluator.table.rows()
+    singles = [(m, route) for m in MODALITIES for route in ("fused", "branch")]
+    multis = [("+".join(s), "fused") for s in nonempty_subsets(MODALITIES) if len(s) > 1]
+    means = [("mean of 15 subsets", "fused"), ("mean of 15 subsets", "branch")]
+    assert [(row["modalities"], row["route"]) for row in rows] == singles + multis + means
+    by_key = {(row["modalities"], row["route"]): row for row in rows}
+    post = evaluator.subset_postprocessing
+    for m in MODALITIES:
+        scores = {"fused": [], "branch": []}
+        for data in evaluator.data_loader:
+            image = data["img"][:, [MODALITIES.index(m)]]
+            with torch.no_grad():
+                for route in scores:
+                    pred = network(image, modalities=[m], single_modality=route)
+                    out = post({"pred": pred[0], "label": data["seg"][0]})
+                    scores[route].append(dice(out["pred"][None], out["label"][None]))
+        for route, values in scores.items():
+            for region, value in zip(["TC", "WT", "ET"], torch.cat(values).double().mean(0).tolist()):
+                assert by_key[(m, route)][f"Dice {region}"] == pytest.approx(value, abs=1e-6)
+    for route in ("fused", "branch"):
+        chosen = [by_key[(m, route)] for m in MODALITIES] + [by_key[key] for key in multis]
+        for column in ("Dice TC", "Dice ET", "HD95 WT (mm)", "Dice mean"):
+            expected = sum(row[column] for row in chosen) / 15
+            assert by_key[("mean of 15 subsets", route)][column] == pytest.approx(expected, abs=1e-6)
+    markdown = (tmp_path / "missing_modality_table.md").read_text(encoding="utf-8")
+    assert "| modalities | route | n |" in markdown and "| t1 | branch | 2 |" in markdown
+    assert "| mean of 15 subsets | branch | 2 |" in markdown and "own branch" in markdown
+
+
+def test_unknown_routes_are_refused(tmp_path):
+    for routes in ([], ["branch", "branch"], ["auto"]):
+        with pytest.raises(ValueError, match="single_modality_routes"):
+            subset_evaluator(tiny_network(), tmp_path, single_modality_routes=routes)
 
 
 def test_subset_evaluator_needs_a_modality_batch(tmp_path):

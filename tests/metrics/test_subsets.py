@@ -169,3 +169,27 @@ def test_bundle_val_mean_dice_agrees_with_table(bundle, tmp_path):
     with open(tmp_path / "metrics.csv", encoding="utf-8") as f:
         (logged,) = list(csv.reader(f))
     assert logged[0] == "val_mean_dice" and float(logged[1]) == pytest.approx(row["Dice mean"])
+
+
+def test_routes_sit_side_by_side_and_the_subset_mean_averages_each_case_over_the_subsets():
+    """Two cases, subsets a, b and a+b; a scored along two routes. The mean row of a route takes that route's
+    one-modality row: per case the mean over the 3 subsets, then mean and sd over the 2 cases."""
+    table = SubsetTable(["A"], hd95=False, subset_mean=True)
+    y = cube(2, regions=1)
+    empty = torch.zeros_like(y)
+    first_only = torch.cat([y[:1], empty[:1]])  # Dice 1 for case 0, 0 for case 1
+    table.update(["a"], y, y, route="fused")
+    table.update(["b"], empty, y, route="fused")
+    table.update(["a", "b"], first_only, y, route="fused")
+    table.update(["a"], empty, y, route="branch")
+    rows = table.rows()
+    assert [(r["modalities"], r["route"]) for r in rows] == [
+        ("a", "fused"), ("a", "branch"), ("b", "fused"), ("a+b", "fused"),
+        ("mean of 3 subsets", "fused"), ("mean of 3 subsets", "branch"),
+    ]  # fmt: skip
+    fused, branch = rows[-2], rows[-1]
+    # per case (1 + 0 + 1) / 3 and (1 + 0 + 0) / 3 along fused; (0 + 0 + 1) / 3 and 0 along branch
+    assert fused["Dice A"] == pytest.approx(0.5) and fused["Dice A sd"] == pytest.approx(math.sqrt(2) / 6)
+    assert branch["Dice A"] == pytest.approx(1 / 6) and branch["n"] == 2
+    markdown = table.to_markdown()
+    assert "| modalities | route | n | Dice A | Dice mean |" in markdown and "mean of K subsets" in markdown
