@@ -447,7 +447,7 @@ def brats_synthetic_case(
     sequence gets its own noise, mild bias, intensity scale and :mod:`medguide.data.faults`.
 
     Args:
-        shape: voxel grid (each axis at least 16).
+        shape: voxel grid (each axis at least 4).
         seed: data set seed; with ``index``, the same pair gives the same case.
         index: case number within the set.
         fault_rate: multiplies every fault probability (0: clean images; 1: the default rates; probabilities are
@@ -518,7 +518,7 @@ def make_brats_dataset(
     Args:
         out_dir: folder to write into (created).
         num_cases: number of cases.
-        shape: voxel grid of every case (each axis at least 16).
+        shape: voxel grid of every case (each axis at least 4).
         naming: ``"2021"`` or ``"2023"``.
         seed: random seed; the same seed writes the same files.
         fault_rate: multiplies the probability of every acquisition fault (0 for clean images).

@@ -288,7 +288,7 @@ def liver_synthetic_case(
     :mod:`medguide.data.faults` (no bias field: CT has none).
 
     Args:
-        shape: voxel grid (each axis at least 16).
+        shape: voxel grid (each axis at least 4).
         phases: contrast phases, each ``"arterial"`` or ``"venous"``.
         seed: data set seed; with ``index``, the same pair gives the same case.
         index: case number within the set.
@@ -360,7 +360,7 @@ def make_liver_dataset(
     Args:
         out_dir: folder to write into (created).
         num_cases: number of labelled training cases.
-        shape: voxel grid of every case (each axis at least 16).
+        shape: voxel grid of every case (each axis at least 4).
         phases: contrast phases, each ``"arterial"`` or ``"venous"``.
         seed: random seed; the same seed writes the same files.
         num_test: number of unlabelled test cases.

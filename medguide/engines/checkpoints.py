@@ -28,6 +28,10 @@ __all__ = ["SETTINGS_FILE", "CheckpointLoader", "NetworkSettingsSaver", "save_ne
 
 SETTINGS_FILE = "network.json"
 
+RUNTIME_SETTINGS = ("patch_size", "single_modality")
+"""Saved settings a run may change without retraining (they change how the network is run, not its weights): a
+different value is not a mismatch for :class:`CheckpointLoader`."""
+
 
 def save_network_settings(ckpt_dir: str | os.PathLike, bundle: str, settings: Mapping) -> Path:
     """Write ``<ckpt_dir>/network.json``: ``{"bundle": bundle, "settings": settings}``, atomically.
@@ -180,7 +184,9 @@ class CheckpointLoader(MonaiCheckpointLoader):
         # settings first: branches are keyed by position, so the same modalities in another order load without a
         # shape error and send every sequence to the wrong branch
         trained = trained_settings(path.parent)
-        differ = [k for k in self.settings if k in trained and trained[k] != self.settings[k] and k != "patch_size"]
+        differ = [
+            k for k in self.settings if k in trained and trained[k] != self.settings[k] and k not in RUNTIME_SETTINGS
+        ]
         if differ:
             was = ", ".join(f"{k} {trained[k]}" for k in differ)
             now = ", ".join(f"{k} {self.settings[k]}" for k in differ)
@@ -197,5 +203,6 @@ class CheckpointLoader(MonaiCheckpointLoader):
         raise InputError(
             f"'{path}' does not fit this network: {len(shapes)} tensors differ in shape, {len(missing)} are missing "
             f"and {len(unexpected)} unexpected (first: {first!r}); build the network with the settings it was trained "
-            "with (modalities, num_classes, base_width, num_stages)."
+            "with (modalities, num_classes, base_width, num_stages), or retrain: a model saved by an earlier version "
+            "of the bundle may not fit its network (see the changelog in the bundle's configs/metadata.json)."
         )

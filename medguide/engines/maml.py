@@ -183,7 +183,8 @@ class SubsetEvaluator(Evaluator):
 
     Raises:
         TypeError: ``prepare_batch`` is not a :class:`ModalityBatch`.
-        ValueError: ``single_modality_routes`` is empty, repeats a route or names an unknown one.
+        ValueError: ``single_modality_routes`` is empty, repeats a route or names an unknown one, or is given for a
+            network without routes (not a :class:`medguide.networks.MAMLNet`).
     """
 
     def __init__(
@@ -209,6 +210,12 @@ class SubsetEvaluator(Evaluator):
                 raise ValueError(
                     f"single_modality_routes must be distinct routes of {list(SINGLE_MODALITY_ROUTES)}, "
                     f"got {single_modality_routes}."
+                )
+            network = getattr(self.network, "module", self.network)  # DDP wraps it
+            if not hasattr(network, "single_modality"):
+                raise ValueError(
+                    f"single_modality_routes {single_modality_routes} need a network with routes (MAMLNet); "
+                    f"{type(network).__name__} has none: give single_modality_routes None."
                 )
         self.single_modality_routes = single_modality_routes
         if isinstance(subset_postprocessing, Sequence):

@@ -254,7 +254,8 @@ class LocationPriorLoss(_Loss):
 
     With ``spread=True`` the map is instead pulled toward the uniform distribution over the allowed region,
     ``KL(uniform(prior) || map) = -log(n) - mean over the n allowed cells of log(map)`` (``>= 0``, 0 for exactly that
-    map), over every sample (a report that names no place allows the whole grid). Mass outside costs as before,
+    map), over every sample (a report that names no zone allows the whole lung band, ``lung_rows``; a named region
+    with no cell centre on a coarse grid leaves the sample out). Mass outside costs as before,
     and so does a map that collapses onto one allowed cell: meant for a map that only says *where the report
     points* (:class:`medguide.networks.ReportGuidance`'s ``location``), which the mass alone lets settle on any one
     cell of the zone, the same for every film.
@@ -320,10 +321,15 @@ class LocationPriorLoss(_Loss):
             )
         prior = location_prior(targets, mask, grid_size, self.attributes, self.lung_rows)
         if self.spread:
-            allowed = prior.flatten(1).to(attention.dtype)
+            # a report that names no zone allows the whole height; spread over the lung band only
+            height = grid_size[1]
+            y = (torch.arange(height, device=prior.device) + 0.5) / height
+            band = (y >= self.lung_rows[0]) & (y <= self.lung_rows[1])
+            allowed = (prior & band[None, None, :]).flatten(1).to(attention.dtype)
             count = allowed.sum(dim=1)
             log_map = attention.flatten(1).clamp_min(1e-6).log()
-            return (-count.log() - (log_map * allowed).sum(dim=1) / count).mean()
+            kl = -count.clamp_min(1).log() - (log_map * allowed).sum(dim=1) / count.clamp_min(1)
+            return _weighted_mean(kl, (count > 0).to(kl.dtype))  # a region with no cell on this grid: left out
         outside = (attention.flatten(1) * ~prior.flatten(1)).sum(dim=1)
         stated = (mask > 0) & (targets > 0.5)
         located = stated[:, [self.attributes.index(n) for n in ("left", "right", *ZONES) if n in self.attributes]]

@@ -188,12 +188,21 @@ def test_the_route_and_the_mutual_options_reach_the_network_and_the_loss(name):
     for stage, files in (("train", ["train.json"]), ("inference", ["inference.json"])):
         parser = ConfigParser()
         parser.read_config([str(configs(name) / f) for f in files])
-        assert parser["single_modality"] in ("fused", "branch")
+        if stage == "train":
+            assert parser["single_modality"] in ("fused", "branch")
         parser.update({**settings, "single_modality": "branch"})
         if stage == "inference":
             parser.update({"modalities": ["a", "b"], "num_classes": 3})
         network = parser.get_parsed_content("network_def")
         assert network.single_modality == "branch", stage
+    # the route a model was trained (and chosen) with is saved beside it and is what inference runs by default
+    train = ConfigParser()
+    train.read_config(str(configs(name) / "train.json"))
+    assert train["network_settings"]["single_modality"] == "@single_modality"
+    inference = ConfigParser()
+    inference.read_config(str(configs(name) / "inference.json"))
+    inference.update({"trained": {"single_modality": "branch", "modalities": ["a", "b"], "num_classes": 3, **settings}})
+    assert inference.get_parsed_content("network_def").single_modality == "branch"
     parser = ConfigParser()
     parser.read_config(str(configs(name) / "train.json"))
     loss = parser.get_parsed_content("loss")
@@ -205,5 +214,4 @@ def test_the_route_and_the_mutual_options_reach_the_network_and_the_loss(name):
     assert progress == [{**progress[0], "loss": "@loss"}]
     evaluate = ConfigParser()
     evaluate.read_config([str(configs(name) / f) for f in ("train.json", "evaluate.json")])
-    assert evaluate["validate#evaluator"]["single_modality_routes"] == "@single_modality_routes"
     assert set(evaluate["single_modality_routes"]) == {"fused", "branch"}

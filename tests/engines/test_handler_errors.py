@@ -87,3 +87,17 @@ def test_a_model_of_another_bundle_is_named_with_both_bundles(tmp_path):
     with pytest.raises(InputError, match="trained by the dmg_brain_tumor_mri_classification bundle, not by dmg_skin"):
         trained_settings(tmp_path, bundle="dmg_skin_lesion_classification")
     assert trained_settings(tmp_path / "untrained", bundle="dmg_skin_lesion_classification") == {}
+
+
+def test_settings_that_only_change_how_the_network_runs_may_differ(tmp_path):
+    from medguide.engines import save_network_settings
+
+    network = torch.nn.Linear(2, 2)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    save_network_settings(tmp_path, "b", {"patch_size": [8, 8], "single_modality": "fused"})
+    loader = CheckpointLoader(
+        load_path=str(tmp_path / "model.pt"),
+        load_dict={"model": network},
+        settings={"patch_size": [16, 16], "single_modality": "branch"},
+    )
+    loader.check()  # a model trained for the fused route can be run along each branch, on other patches

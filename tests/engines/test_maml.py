@@ -23,7 +23,7 @@ from medguide.engines import (
 )
 from medguide.losses import MAMLLoss
 from medguide.metrics.conventions import dice, hd95
-from medguide.networks import MAMLNet
+from medguide.networks import MAMLNet, ModalityUNet
 from medguide.transforms import LabelsToRegionsd
 
 MODALITIES = ["t1", "t1ce", "t2", "flair"]
@@ -233,6 +233,10 @@ def test_unknown_routes_are_refused(tmp_path):
     for routes in ([], ["branch", "branch"], ["auto"]):
         with pytest.raises(ValueError, match="single_modality_routes"):
             subset_evaluator(tiny_network(), tmp_path, single_modality_routes=routes)
+    # routes for a network without them (early fusion): named before any case is run, not a TypeError mid-run
+    early = ModalityUNet(MODALITIES, 3, spatial_dims=3, base_width=2, num_stages=2)
+    with pytest.raises(ValueError, match="network with routes"):
+        subset_evaluator(early, tmp_path, single_modality_routes=["fused", "branch"])
 
 
 def test_subset_evaluator_needs_a_modality_batch(tmp_path):

@@ -200,6 +200,17 @@ def test_a_spread_prior_wants_the_whole_named_region_and_nothing_else():
     # no place named (here: opacity absent): the whole grid is allowed, a uniform map costs nothing
     uniform = torch.full((1, 4, 3), 1 / 12)
     assert spread(uniform, attributes(opacity=0), torch.ones(1, 7)).item() == pytest.approx(0.0, abs=1e-6)
+    # ... or rather the whole lung band: rows 1 and 2 of 3 for a band from 0.34 of the height down
+    banded = LocationPriorLoss(spread=True, lung_rows=(0.34, 1.0))
+    in_band = torch.zeros(1, 4, 3)
+    in_band[0, :, 1:] = 1 / 8
+    assert banded(in_band, attributes(opacity=0), torch.ones(1, 7)).item() == pytest.approx(0.0, abs=1e-6)
+    assert banded(uniform, attributes(opacity=0), torch.ones(1, 7)).item() > 0.1
+    # a zone with no cell centre on a coarse grid (the middle third of 2 rows) leaves the sample out, never NaN
+    coarse = torch.full((1, 4, 2), 1 / 8, requires_grad=True)
+    loss = spread(coarse, attributes(middle=1), torch.ones(1, 7))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(coarse.grad, torch.zeros(1, 4, 2))
 
 
 def test_without_a_mask_a_negative_target_marks_not_mentioned():
