@@ -198,7 +198,10 @@ def run_facts(parser, classes: Mapping[str, str]) -> dict:
         "train_cases": len(parser.get_parsed_content("train#datalist")),
         "validation_cases": len(parser.get_parsed_content("validate#datalist")),
         "split_seed": _first(r"seed\s*=\s*(\d+)", [parser.get("split")]),
-        "seed": _first(r"set_determinism\(\s*seed\s*=\s*(\d+)", parser.get("initialize", [])),
+        # a seed id (the configs' "seed"), else a literal in set_determinism(seed=N)
+        "seed": str(parser["seed"])
+        if "seed" in parser
+        else _first(r"set_determinism\(\s*seed\s*=\s*(\d+)", parser.get("initialize", [])),
         "max_epochs": parser.get_parsed_content("train#trainer#max_epochs"),
         "iterations_per_epoch": parser.get_parsed_content("iterations_per_epoch"),
         "batch_size": parser.get_parsed_content("batch_size"),
