@@ -60,7 +60,8 @@ from medguide.networks import complexity, equal_parameter_width
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = ("fused", "branch")
-# half of cpu_scale.json's 20 x 25 iterations: ten models x three seeds then fit in about 90 minutes on 2 cores
+# half of cpu_scale.json's 20 x 25 iterations (estimated to fit ten models x three seeds in 90 minutes on 2 cores;
+# measured on the 64 x 76 x 64 volumes: about 5 min per MAML model and seed, so about 2 hours in all)
 ABLATION_SCHEDULE = {"max_epochs": 10, "val_interval": 2}
 
 Scores = dict[tuple[str, str | None], list[float]]
