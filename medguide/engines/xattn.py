@@ -74,12 +74,11 @@ class ReportGuidedIteration(TrainingIteration):
     beside it, but inference never needs it.
 
     Args:
-        guidance: the report side, :class:`medguide.networks.ReportGuidance` (already on the trainer's device); None
-            for the image-only baseline.
+        guidance: the report side, :class:`medguide.networks.ReportGuidance` (already on the trainer's device, or
+            wrapped in DDP); None for the image-only baseline. Its ``opacity_index`` (where ``opacity`` is among the
+            attributes) also says which image map is aligned and which samples are: those whose report states it.
         text_key: the batch key of the report texts (a list of ``B`` strings once collated).
         text_weight, alignment_weight, prior_weight: weights of the terms above (0 switches a term off).
-        opacity_index: the position of ``opacity`` among the attributes: its map is the one aligned, and samples
-            whose report states it present are the ones aligned.
         prior: the location prior (default :class:`medguide.losses.LocationPriorLoss` with the standard
             attributes); used only with a positive ``prior_weight``.
         ramp_up: share of the training (in ``[0, 1]``) over which the alignment and prior weights rise linearly
@@ -97,7 +96,6 @@ class ReportGuidedIteration(TrainingIteration):
         text_weight: float = 1.0,
         alignment_weight: float = 1.0,
         prior_weight: float = 0.0,
-        opacity_index: int = 0,
         prior: LocationPriorLoss | None = None,
         ramp_up: float = 0.0,
     ) -> None:
@@ -107,7 +105,6 @@ class ReportGuidedIteration(TrainingIteration):
         self.guidance = guidance
         self.text_key = text_key
         self.text_weight, self.alignment_weight, self.prior_weight = text_weight, alignment_weight, prior_weight
-        self.opacity_index = opacity_index
         self.alignment = MapAlignmentLoss()
         self.prior = LocationPriorLoss() if prior is None and prior_weight > 0 else prior
 
@@ -150,8 +147,9 @@ class ReportGuidedIteration(TrainingIteration):
             if self.text_weight:
                 terms["text"] = engine.loss_function(guided.logits.float(), label)
             if self.alignment_weight:
-                stated = label[:, self.opacity_index] > 0.5
-                image_map = outputs.maps[:, self.opacity_index].float()
+                opacity = getattr(self.guidance, "module", self.guidance).opacity_index  # DDP wraps it
+                stated = label[:, opacity] > 0.5
+                image_map = outputs.maps[:, opacity].float()
                 terms["alignment"] = self.alignment(image_map, guided.map.float(), weight=stated)
             if self.prior_weight:
                 # a spread prior is on where the report points (the location map), the mass prior on the guided map
