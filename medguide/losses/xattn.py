@@ -178,6 +178,12 @@ class MapAlignmentLoss(_Loss):
         return _weighted_mean(divergence, weights)
 
 
+def _band_rows(height: int, lung_rows: tuple[float, float], device: torch.device) -> torch.Tensor:
+    """Each grid row's centre as a fraction of the lung band ``lung_rows`` (0 at its top, 1 at its bottom), ``[h]``."""
+    top, bottom = lung_rows
+    return ((torch.arange(height, device=device) + 0.5) / height - top) / (bottom - top)
+
+
 def location_prior(
     targets: torch.Tensor,
     mask: torch.Tensor,
@@ -233,7 +239,7 @@ def location_prior(
         return stated[:, attributes.index(name)] if name in attributes else torch.zeros_like(stated[:, 0])
 
     x = (torch.arange(width, device=targets.device) + 0.5) / width
-    y = ((torch.arange(height, device=targets.device) + 0.5) / height - top) / (bottom - top)
+    y = _band_rows(height, lung_rows, targets.device)
     side_cells = torch.stack([x <= 0.5, x >= 0.5])  # image left = patient right, image right = patient left
     sides = torch.stack([present("right"), present("left")], dim=1)  # [B, 2]
     sides = sides | ~sides.any(dim=1, keepdim=True)
@@ -322,9 +328,8 @@ class LocationPriorLoss(_Loss):
         prior = location_prior(targets, mask, grid_size, self.attributes, self.lung_rows)
         if self.spread:
             # a report that names no zone allows the whole height; spread over the lung band only
-            height = grid_size[1]
-            y = (torch.arange(height, device=prior.device) + 0.5) / height
-            band = (y >= self.lung_rows[0]) & (y <= self.lung_rows[1])
+            y = _band_rows(grid_size[1], self.lung_rows, prior.device)
+            band = (y >= 0) & (y <= 1)
             allowed = (prior & band[None, None, :]).flatten(1).to(attention.dtype)
             count = allowed.sum(dim=1)
             log_map = attention.flatten(1).clamp_min(1e-6).log()
