@@ -13,7 +13,6 @@ not MAML: a few hundred iterations, minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from memory_estimate import cpu_name
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
@@ -43,16 +43,6 @@ SETS = {
         "lesion": 2,
     },
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load(dataset: str, root: Path, num_cases: int, shape: list[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -137,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     regions = list(spec["regions"])
     print()
     print(f"command: python {shlex.join(['benchmarks/maml_generator_probe.py', *(argv or sys.argv[1:])])}")
-    print(f"CPU: {cpu_name()} ({args.threads} threads); wall time {time.perf_counter() - start:.0f} s")
+    print(f"CPU: {cpu_name()}; wall time {time.perf_counter() - start:.0f} s")
     print(
         f"{args.dataset} synthetic set, shape {args.shape}, {args.train_cases} training / {args.test_cases} held-out "
         f"cases, 2D U-Net on axial slices, {args.iterations} iterations x {args.batch_size}; held-out Dice:"

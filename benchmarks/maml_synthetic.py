@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import pydoc
 import shlex
 import sys
@@ -50,6 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from memory_estimate import cpu_name
 from monai.bundle import ConfigParser, run
 
 from medguide.data import atomic_write_text, nonempty_subsets
@@ -309,11 +309,7 @@ BENCHMARK_SHAPES = {
 
 
 def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text(encoding="utf-8").splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_name()}, torch {torch.__version__}"
 
 
 def main() -> None:
