@@ -213,13 +213,14 @@ def _chest_film(
         inner = ndimage.binary_erosion(place, iterations=max(1, size // 64)) if place.sum() > 40 else place
         candidates = np.argwhere(inner if inner.any() else place)
         first = (candidates[rng.integers(len(candidates))] + 0.5) / size * 2 - 1
-        radius = (rng.uniform(0.1, 0.15) if extensive else rng.uniform(0.045, 0.075)) * scale
+        radius = (rng.uniform(0.24, 0.34) if extensive else rng.uniform(0.13, 0.19)) * scale
         patch = np.zeros((size, size))
         for index in range(int(rng.integers(1, 4))):
             centre = first + (rng.normal(0, 0.8 * radius, 2) if index else 0)
             r = radius * rng.uniform(0.6, 1.0) * (1 + 0.25 * _noise(rng, size, 10))  # irregular outline
             patch = np.maximum(patch, np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * r**2)))
-        patch *= _soft(place, blur) * (0.8 + 0.2 * _noise(rng, size, 32))  # mottled, inside the zone of this lung
+        # mottled, inside this lung: centred in the zone, it may reach into the next, as a lobar consolidation does
+        patch *= _soft(fields[name], blur) * (0.8 + 0.2 * _noise(rng, size, 32))
         amplitude = rng.uniform(0.08, 0.11) if faint else rng.uniform(0.15, 0.25)
         patch = amplitude * np.clip(patch / max(patch.max(), 1e-8), 0, 1)
         rows, cols = np.nonzero(patch > _BOX_THRESHOLD * patch.max())
@@ -540,10 +541,14 @@ def make_cxr_dataset(
     vessel texture, under a random thorax size and position (about 0.8-1.0 of the field, shifted by about 3 %),
     exposure, contrast curve, blur and noise. AP films (30 %) have a larger heart; some films (15 %) carry a central
     line, some (10 %) an enlarged heart, both said in the report. An opacity is 1-3 irregular, mottled blobs that
-    add 0.15-0.25 (faint ones 0.08-0.11) to a [0, 1] image inside one zone (upper, middle or lower third from apex to
-    base) of one lung field, or the same zone of both (bilateral); extensive opacities are about twice as wide.
-    Sides 40 % right, 30 % left, 30 % bilateral; zones 50 % lower, 25 % each other; 30 % extensive. The box of an
-    opacity (one per lung) is the bounding box of the pixels where it adds more than 30 % of its peak.
+    add 0.15-0.25 (faint ones 0.08-0.11) to a [0, 1] image, centred in one zone (upper, middle or lower third from
+    apex to base) of one lung field, or the same zone of both (bilateral), and kept inside the lung field, into
+    whose next zone it may reach; extensive opacities are about 1.8 times as wide. Sides 40 % right, 30 % left, 30 %
+    bilateral; zones 50 % lower, 25 % each other; 30 % extensive. The box of an opacity (one per lung) is the
+    bounding box of the pixels where it adds more than 30 % of its peak. Box sizes follow ChestX-ray8's pneumonia
+    boxes: their width and height are a median 0.19 and 0.23 of the film's (10th-90th percentiles 0.13-0.27 and
+    0.15-0.37); the release's 120 pneumonia boxes measure a median 0.22 and 0.27 (0.16-0.57 and 0.16-0.50), the
+    widest ones spanning both lungs, which here get a box per lung.
 
     How a report speaks of the finding (``wording`` in ``truth.csv``), in MIMIC's layout (``FINAL REPORT``,
     ``EXAMINATION``, ``INDICATION``, ``TECHNIQUE``, ``COMPARISON``, ``FINDINGS`` (left out in 10 %), ``IMPRESSION``,

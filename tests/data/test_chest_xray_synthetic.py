@@ -173,6 +173,38 @@ def test_boxes_hold_the_opacity_on_the_patients_side(side, zone):
     assert not _chest_film(np.random.default_rng(0), SIZE).added.any()
 
 
+# ChestX-ray8's 120 pneumonia boxes (BBox_List_2017.csv, 1024 px films): median width and height as shares of the
+# film, and their 10th percentiles
+REAL_PNEUMONIA_BOX = {"median": (0.223, 0.269), "p10": (0.164, 0.158)}
+
+
+def test_opacities_are_the_size_of_chestxray8_pneumonia_boxes():
+    """The boxes of drawn opacities (the generator's sizes, not the films' pixels) are about the size of real
+    pneumonia boxes: their medians within 0.75-1.25 of the release's, their 10th percentile above half of its
+    (the first generator drew boxes a median 0.09 of the film, under half the real size)."""
+    widths, heights = [], []
+    for index in range(36):
+        side, zone = ("right", "left", "bilateral")[index % 3], ("upper", "middle", "lower")[index // 3 % 3]
+        film = _chest_film(np.random.default_rng(index), 96, side, zone, extensive=index % 10 < 3)
+        widths += [w / 96 for _, _, w, _ in film.boxes]
+        heights += [h / 96 for _, _, _, h in film.boxes]
+    for ours, median, p10 in zip((widths, heights), *REAL_PNEUMONIA_BOX.values(), strict=True):
+        assert 0.75 * median <= np.median(ours) <= 1.25 * median
+        assert np.percentile(ours, 10) >= 0.5 * p10
+
+
+def test_real_pneumonia_boxes_measure_what_the_synthetic_check_assumes(sample_data):
+    path = sample_data / "nih-chestxray14" / "BBox_List_2017.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with path.open(newline="") as handle:
+        boxes = np.array([[float(v) for v in row[2:6]] for row in csv.reader(handle) if row[1:2] == ["Pneumonia"]])
+    assert len(boxes) == 120
+    shares = boxes[:, 2:4] / 1024
+    assert np.allclose(np.median(shares, 0), REAL_PNEUMONIA_BOX["median"], atol=0.001)
+    assert np.allclose(np.percentile(shares, 10, axis=0), REAL_PNEUMONIA_BOX["p10"], atol=0.001)
+
+
 def test_reports_match_the_truth(reports):
     truth = [row for row in _rows(reports / "truth.csv") if row["split"] != "test"]
     chexpert = {row["study_id"]: row for row in _rows(reports / "mimic-cxr" / "mimic-cxr-2.0.0-chexpert.csv")}
