@@ -222,5 +222,5 @@ def test_the_same_seed_and_command_train_the_same_weights(tmp_path):
         "base_width": TINY["base_width"],
         "num_stages": TINY["num_stages"],
         "patch_size": TINY["patch_size"],
-        "single_modality": "fused",
+        "single_modality": "branch",
     }
