@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from medguide.data import make_cxr_dataset
-from medguide.data.chest_xray import CHEXPERT_LABELS
+from medguide.data.chest_xray import CHESTXRAY8_SIDE, CHEXPERT_LABELS, chestxray8_boxes
 from medguide.data.chest_xray_synthetic import CXR_WORDINGS, _chest_film
 
 SIZE = 64
@@ -197,10 +197,10 @@ def test_real_pneumonia_boxes_measure_what_the_synthetic_check_assumes(sample_da
     path = sample_data / "nih-chestxray14" / "BBox_List_2017.csv"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    with path.open(newline="") as handle:
-        boxes = np.array([[float(v) for v in row[2:6]] for row in csv.reader(handle) if row[1:2] == ["Pneumonia"]])
-    assert len(boxes) == 120
-    shares = boxes[:, 2:4] / 1024
+    listed = chestxray8_boxes(path, finding="Pneumonia", image_size=CHESTXRAY8_SIDE)
+    corners = np.array([entry["box"] for entries in listed.values() for entry in entries])
+    assert len(corners) == 120
+    shares = (corners[:, 2:] - corners[:, :2]) / CHESTXRAY8_SIDE
     assert np.allclose(np.median(shares, 0), REAL_PNEUMONIA_BOX["median"], atol=0.001)
     assert np.allclose(np.percentile(shares, 10, axis=0), REAL_PNEUMONIA_BOX["p10"], atol=0.001)
 
