@@ -10,8 +10,14 @@ memory is measured in a fresh process per variant (peak RSS on CPU, ``max_memory
 (``train_step_GFLOP``), so the time the fast variant spends inside convolutions bounds its speed-up however cheap
 everything else becomes; it also gives the non-convolution time that a 1.3x speed-up would leave.
 
+``every_subset_inference`` times the missing-modality evaluation of one case (all 15 subsets, as
+:class:`medguide.engines.SubsetEvaluator` infers them): every subset from one pass of each branch
+(:meth:`MAMLNet.subset_logits`) against one subset at a time, interleaved, with the largest difference between the
+two predictions.
+
     python benchmarks/maml_speed.py                 # 4 modalities, 64^3, batch 1, CPU
     python benchmarks/maml_speed.py --device cuda   # the same on a GPU
+    python benchmarks/maml_speed.py --only_subsets  # only the 15-subset inference: shared branch passes or not
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import time
 
 import torch
+from memory_estimate import cpu_name
 from monai.inferers import SimpleInferer
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -67,6 +74,32 @@ def infer_subset(net: MAMLNet, batch: dict, subset: tuple[str, ...]) -> torch.Te
     net.eval()
     ((_, pred),) = predict_subsets(net, SimpleInferer(), batch, ModalityBatch(), [subset])
     return pred
+
+
+@torch.no_grad()
+def infer_every_subset(net: MAMLNet, batch: dict, share: bool) -> list[torch.Tensor]:
+    """The missing-modality evaluation's inference of one case: all 15 subsets, from one pass of each branch
+    (``share``) or one subset at a time."""
+    net.eval()
+    return [pred for _, pred in predict_subsets(net, SimpleInferer(), batch, ModalityBatch(), share_branches=share)]
+
+
+def every_subset(args: argparse.Namespace, net: MAMLNet, batch: dict) -> dict:
+    """Time of predicting every subset of a case with shared branch passes against one subset at a time,
+    interleaved, and the largest difference between their predictions."""
+    shared, alone = infer_every_subset(net, batch, True), infer_every_subset(net, batch, False)  # also the warm-up
+    max_diff = max((a - b).abs().max().item() for a, b in zip(shared, alone))
+    del shared, alone
+    times = {"one_subset_at_a_time": [], "shared_branches": []}
+    for _ in range(args.repeats):
+        times["one_subset_at_a_time"].append(timed(args.device, infer_every_subset, net, batch, False))
+        times["shared_branches"].append(timed(args.device, infer_every_subset, net, batch, True))
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        **{f"{k}_s": round(v, 4) for k, v in medians.items()},
+        "speedup": round(medians["one_subset_at_a_time"] / medians["shared_branches"], 2),
+        "max_abs_output_difference": max_diff,
+    }
 
 
 def timed(device: str, fn, *args) -> float:
@@ -155,6 +188,7 @@ def compare(args: argparse.Namespace) -> dict:
         t = statistics.median(timed(args.device, infer_subset, fast, batch, names) for _ in range(args.repeats))
         subsets[f"{k}/{len(MODALITIES)}"] = round(t / full, 3)
     results["inference_cost_k_of_M"] = subsets
+    results["every_subset_inference"] = every_subset(args, fast, batch)
     results["train_step_limits"] = breakdown(
         args, {"plain": plain, "medguide": fast}, x, results["train_step"]["plain_s"]
     )
@@ -200,12 +234,22 @@ def main() -> None:
     parser.add_argument("--base_width", type=int, default=16)
     parser.add_argument("--num_stages", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--only_subsets", action="store_true", help="only the every-subset inference (shared branches vs one at a time)"
+    )
     parser.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory:
         _memory_child(args)
         return
-    results = {"device": args.device, "threads": torch.get_num_threads(), "input": [args.batch, 4] + [args.size] * 3}
+    if args.only_subsets:
+        net, _ = build(args)
+        x = torch.randn(args.batch, len(MODALITIES), *([args.size] * 3), device=args.device)
+        results = {"device": args.device, "cpu": cpu_name(), "input": list(x.shape)}
+        results["every_subset_inference"] = every_subset(args, net, {"image": x, "modalities": list(MODALITIES)})
+        print(json.dumps(results, indent=2))
+        return
+    results = {"device": args.device, "cpu": cpu_name(), "input": [args.batch, 4] + [args.size] * 3}
     results.update(compare(args))
     results["peak_memory_train_step_MiB"] = {v: round(peak_memory(args, v), 1) for v in ("plain", "medguide")}
     print(json.dumps(results, indent=2))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from monai.inferers import Inferer
@@ -15,7 +16,8 @@ class MirroredInferer(Inferer):
     """Mirror test-time augmentation around another inferer, as nnU-Net does.
 
     The input is flipped along every combination of ``axes`` (8 passes for three axes), each result flipped
-    back, and the logits averaged.
+    back, and the logits averaged. A network may return a tensor or, as MONAI's inferers allow, a dict or tuple of
+    tensors (e.g. :meth:`medguide.networks.MAMLNet.subset_logits`); each is mirrored and averaged alike.
 
     Args:
         inferer: the inferer to wrap, e.g. ``SlidingWindowInferer``.
@@ -27,13 +29,22 @@ class MirroredInferer(Inferer):
         self.inferer = inferer
         self.axes = tuple(axes or ())
 
-    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs):
         combos = [c for k in range(len(self.axes) + 1) for c in itertools.combinations(self.axes, k)]
         total = None
         for combo in combos:
             dims = [a + 2 for a in combo]
             flipped = torch.flip(inputs, dims) if dims else inputs
             out = self.inferer(flipped, network, *args, **kwargs)
-            out = torch.flip(out, dims) if dims else out
-            total = out if total is None else total + out
-        return total / len(combos)
+            out = _each(out, functools.partial(torch.flip, dims=dims)) if dims else out
+            total = out if total is None else _each(total, lambda t, o: t + o, out)
+        return _each(total, lambda t: t / len(combos))
+
+
+def _each(out, fn: Callable, other=None):
+    """``fn`` on a tensor, or on each tensor of a dict or tuple output (paired with ``other``'s where given)."""
+    if isinstance(out, Mapping):
+        return {k: _each(v, fn, None if other is None else other[k]) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return type(out)(_each(v, fn, None if other is None else o) for v, o in zip(out, other or [None] * len(out)))
+    return fn(out) if other is None else fn(out, other)

@@ -112,14 +112,22 @@ def predict_subsets(
     subsets: Iterable[Sequence[str]] | None = None,
     device: str | torch.device | None = None,
     single_modality: str | None = None,
+    share_branches: bool = True,
 ) -> Iterator[tuple[tuple[str, ...], torch.Tensor]]:
     """Predict a batch from each subset of its modalities: the missing-modality inference, for every user.
 
     Each subset's image is prepared as ``prepare_batch.fixed(subset).inputs`` prepares it (same keys, those
     channels; the label stays where it is, as the inference does not use it) and inferred as MONAI's engines infer,
     ``inferer(image, network, modalities=[...])``. Gradients, the network's mode and the precision are the
-    caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and :func:`medguide.engines.precision.autocast`;
-    each prediction is made when the iteration reaches it.
+    caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and :func:`medguide.engines.precision.autocast`.
+
+    A network whose branches do not see each other (:meth:`medguide.networks.MAMLNet.subset_logits`) predicts
+    every subset from one pass of each modality's branch with ``share_branches`` (4 branch passes instead of 32
+    for BraTS's 15 subsets, the fusion head still once per subset; the same predictions to float rounding;
+    ``benchmarks/maml_speed.py --only_subsets`` measures it): the inferer then runs once, on the channels of
+    every modality the subsets name, and holds one prediction per subset at once (15 for BraTS: at 4 classes and
+    a 240 x 240 x 155 grid, about 2 GB in float32). Other networks, and ``share_branches=False``, predict one
+    subset at a time, when the iteration reaches it.
 
     Example::
 
@@ -138,6 +146,7 @@ def predict_subsets(
         single_modality: the route of a one-modality subset, ``"fused"`` or ``"branch"``, given to the network as
             its ``single_modality`` keyword (:class:`medguide.networks.MAMLNet`) for those subsets only; ``None``
             gives nothing, so the network's own setting holds (and networks without routes work).
+        share_branches: predict all subsets from one branch pass where the network offers it (above).
 
     Yields:
         ``(subset, prediction)``: the subset as a tuple, and the inferer's output for it.
@@ -146,7 +155,18 @@ def predict_subsets(
         ValueError: a subset names a modality the batch does not have.
     """
     names = batch_modalities(batchdata[prepare_batch.modality_key])
-    for subset in nonempty_subsets(names) if subsets is None else subsets:
+    subsets = nonempty_subsets(names) if subsets is None else [tuple(s) for s in subsets]
+    if share_branches and len(subsets) > 1 and hasattr(network, "subset_logits"):
+        named = {m for subset in subsets for m in subset}
+        # every modality a subset names, in the batch's order (an unknown name is refused here, naming it)
+        present = [m for m in names if m in named] + sorted(named - set(names))
+        image, kwargs = prepare_batch.fixed(present).inputs(batchdata, device)
+        if single_modality is not None:
+            kwargs["single_modality"] = single_modality
+        predictions = inferer(image, network.subset_logits, subsets=subsets, **kwargs)
+        yield from ((subset, predictions[subset]) for subset in subsets)
+        return
+    for subset in subsets:
         image, kwargs = prepare_batch.fixed(subset).inputs(batchdata, device)
         if single_modality is not None and len(subset) == 1:
             kwargs["single_modality"] = single_modality
@@ -157,9 +177,10 @@ class SubsetEvaluator(Evaluator):
     """Evaluator that also scores every non-empty subset of each case's modalities: the missing-modality table.
 
     The engine's own output, metrics and handlers use all the modalities a case has, as a plain evaluator does.
-    In addition every case is inferred once per subset (:func:`predict_subsets`, with the engine's
-    ``prepare_batch`` and its keys); ``subset_postprocessing`` turns each prediction and label into one-hot
-    regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region, HD95 in millimetres
+    In addition every case is inferred from every subset (:func:`predict_subsets`, with the engine's
+    ``prepare_batch`` and its keys; a :class:`medguide.networks.MAMLNet` runs each modality's branch once for all
+    subsets unless ``share_branches`` is ``False``); ``subset_postprocessing`` turns each prediction and label into
+    one-hot regions, and a :class:`medguide.metrics.SubsetTable` collects Dice and HD95 per region, HD95 in millimetres
     from the spacing of each case's label affine (in voxels for labels without an affine). At the end of the run
     the table is logged and written as CSV and markdown into ``table_dir``.
 
@@ -178,6 +199,9 @@ class SubsetEvaluator(Evaluator):
             :data:`medguide.networks.SINGLE_MODALITY_ROUTES`; ``None`` scores them once with the network's own
             setting, and the table has no ``route`` column.
         subset_mean: end the table with the mean over the subsets.
+        share_branches: predict the subsets of a case from one pass of each branch (:func:`predict_subsets`):
+            several times faster, holding one prediction per subset at once; ``False`` predicts one subset at a
+            time, for memory.
         args, kwargs: as for :class:`medguide.engines.Evaluator`; ``prepare_batch`` must be a
             :class:`ModalityBatch`.
 
@@ -196,6 +220,7 @@ class SubsetEvaluator(Evaluator):
         hd95: bool = True,
         single_modality_routes: Sequence[str] | None = None,
         subset_mean: bool = True,
+        share_branches: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -218,6 +243,7 @@ class SubsetEvaluator(Evaluator):
                     f"{type(network).__name__} has none: give single_modality_routes None."
                 )
         self.single_modality_routes = single_modality_routes
+        self.share_branches = share_branches
         if isinstance(subset_postprocessing, Sequence):
             subset_postprocessing = Compose(subset_postprocessing)
         self.subset_postprocessing = subset_postprocessing
@@ -245,8 +271,9 @@ class SubsetEvaluator(Evaluator):
             reused = [(subsets.pop(), engine._forward[Keys.PRED])]
         network = engine.network
         with engine.mode(network), torch.no_grad(), engine.amp_context():
-            # every subset with the first route, the one-modality subsets again with each other route (lazily: one
-            # prediction held at a time); rows of two or more modalities come from the fusion head whatever the route
+            # every subset with the first route, the one-modality subsets again with each other route (each route's
+            # subsets from one branch pass where the network allows, else one prediction at a time); rows of two or
+            # more modalities come from the fusion head whatever the route
             predicted = (
                 (route if len(subset) == 1 else "fused", subset, pred)
                 for route in routes
@@ -258,6 +285,7 @@ class SubsetEvaluator(Evaluator):
                     subsets if route == routes[0] else [s for s in subsets if len(s) == 1],
                     engine.state.device,
                     single_modality=route,
+                    share_branches=engine.share_branches,
                 )
             )
             for route, subset, pred in itertools.chain(predicted, (("fused", *r) for r in reused)):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Norm
 from torch import nn
 
-from medguide.data.modalities import check_modalities, distinct_modalities
+from medguide.data.modalities import check_modalities, distinct_modalities, nonempty_subsets
 from medguide.networks.blocks import instance_norm_factory_name
 from medguide.networks.branches import decode_branches
 from medguide.networks.unet import UNet
@@ -264,3 +264,73 @@ class MAMLNet(nn.Module):
                 return fused
             logits = [[logit.contiguous() for logit in b.logits(levels)] for b, levels in zip(branches, decoded)]
         return {"fused": fused, "branches": logits} if self.training else fused
+
+    def subset_logits(
+        self,
+        x: torch.Tensor,
+        modalities: Sequence[str] | None = None,
+        subsets: Sequence[Sequence[str]] | None = None,
+        single_modality: str | None = None,
+    ) -> dict[tuple[str, ...], torch.Tensor]:
+        """Eval-mode logits of several subsets of the present modalities, each modality's branch run once.
+
+        The missing-modality evaluation asks for every non-empty subset of a case's modalities (15 for BraTS's
+        four). The branches do not see each other (no weight sharing, one input channel each, per-channel instance
+        normalisation), so a modality's branch features are the same in every subset that holds it: this runs the
+        branches of the present modalities once and only the fusion head per subset, instead of ``sum_k k *
+        C(M, k)`` branch passes (32 for four modalities; 4 here). Each subset's logits equal ``forward`` on that
+        subset's channels alone, to float rounding. A MONAI inferer stitches the returned dict key by key, e.g.
+        ``SlidingWindowInferer()(x, net.subset_logits, modalities=names)``.
+
+        Args:
+            x: ``[B, k, *spatial]``, one channel per present modality in the order of ``modalities``, as for
+                :meth:`forward`.
+            modalities: names of the ``k`` present modalities (``None``: all of the network's, in its order).
+            subsets: the subsets to predict, each a non-empty subset of ``modalities`` in any order; default every
+                non-empty subset, smallest first (:func:`medguide.data.nonempty_subsets`).
+            single_modality: the route of one-modality subsets (``"fused"`` or ``"branch"``, see the class);
+                ``None`` takes the network's :attr:`single_modality`.
+
+        Returns:
+            ``{subset: [B, out_channels, *spatial] logits}``, keyed by each subset as a tuple of names as given.
+
+        Raises:
+            RuntimeError: called in training mode (the training forward returns every branch's deep supervision
+                and is one subset per call).
+            ValueError: as :meth:`forward`, or a subset is empty or names a modality not in ``modalities``.
+        """
+        if self.training:
+            raise RuntimeError("subset_logits is eval-mode inference; call network.eval() first.")
+        route = self.single_modality if single_modality is None else _check_route(single_modality)
+        present = self.indices(modalities)
+        if x.shape[1] != len(present):
+            raise ValueError(
+                f"input has {x.shape[1]} channels but {len(present)} modalities are named "
+                f"({[self.modalities[i] for i in present]}); give one channel per present modality."
+            )
+        names = [self.modalities[i] for i in present]
+        subsets = nonempty_subsets(names) if subsets is None else [tuple(s) for s in subsets]
+        self.branches[0].size_rule.check(x.shape[2:])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        branches = [self.branches[m] for m in present]
+        features = [levels[0] for levels in decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)]
+        branch_logits: dict[int, torch.Tensor] = {}
+
+        def own(position: int) -> torch.Tensor:  # a branch's full-resolution logits, made once when first needed
+            if position not in branch_logits:
+                branch_logits[position] = branches[position].heads[-1](features[position]).contiguous()
+            return branch_logits[position]
+
+        out = {}
+        for subset in subsets:
+            # the subset's modalities in the network's order, as forward sees them
+            positions = sorted(names.index(m) for m in check_modalities(subset, names, "the modalities present"))
+            if len(positions) == 1 and (route == "branch" or self.fusion is None):
+                out[subset] = own(positions[0])
+            elif self.fusion is None:
+                out[subset] = torch.stack([own(p) for p in positions]).mean(0)
+            else:
+                out[subset] = self.fusion([features[p] for p in positions], [present[p] for p in positions])
+                out[subset] = out[subset].contiguous()
+        return out

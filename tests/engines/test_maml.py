@@ -94,11 +94,62 @@ def test_predict_subsets_infers_every_subset_through_the_batch_preparation():
         assert [subset for subset, _ in predicted] == nonempty_subsets(MODALITIES)
         for subset, pred in predicted:
             keep = [MODALITIES.index(m) for m in subset]
-            torch.testing.assert_close(pred, network(data["img"][:, keep], modalities=list(subset)))
+            # one branch pass for every subset: the same as each subset alone, to float rounding
+            expected = network(data["img"][:, keep], modalities=list(subset))
+            torch.testing.assert_close(pred, expected, rtol=1e-4, atol=1e-4)
         ((subset, pred),) = predict_subsets(network, SimpleInferer(), data, prepare, [("flair", "t1")])
         torch.testing.assert_close(pred, network(data["img"][:, [3, 0]], modalities=["flair", "t1"]))
-    with pytest.raises(ValueError, match="asked for"):
-        next(predict_subsets(network, SimpleInferer(), data, prepare, [("dwi",)]))
+    for subsets in ([("dwi",)], [("t1",), ("dwi", "t2")]):  # alone and among others (the shared pass)
+        with pytest.raises(ValueError, match=r"asked for.*unknown \['dwi'\]"):
+            next(predict_subsets(network, SimpleInferer(), data, prepare, subsets))
+
+
+def counted_branch_passes(monkeypatch) -> list[int]:
+    """The number of branches in each call of MAMLNet's branch decoder, recorded as the network runs."""
+    import medguide.networks.maml as maml_module
+
+    passes: list[int] = []
+    decode = maml_module.decode_branches
+
+    def counting(branches, xs, group=True):
+        passes.append(len(branches))
+        return decode(branches, xs, group=group)
+
+    monkeypatch.setattr(maml_module, "decode_branches", counting)
+    return passes
+
+
+@pytest.mark.parametrize("route", ["fused", "branch"])
+def test_predict_subsets_runs_each_branch_once_for_all_subsets_through_a_sliding_window(monkeypatch, route):
+    """The missing-modality evaluation's cost: 15 subsets of 4 sequences from one pass of each branch (4 branch
+    runs per window instead of 32), stitched by MONAI's sliding window and mirrored, and the predictions those of
+    each subset alone; share_branches=False gives the old one-subset-at-a-time path, 15 passes."""
+    from monai.inferers import SlidingWindowInferer
+
+    network, data = tiny_network(), batch(1)
+    data["image"] = torch.randn(1, 4, 24, 16, 16)
+    inferer = MirroredInferer(SlidingWindowInferer((16, 16, 16), overlap=0.5, mode="gaussian"), axes=[0])
+    passes = counted_branch_passes(monkeypatch)
+    with torch.no_grad():
+        shared = dict(predict_subsets(network, inferer, data, ModalityBatch(), single_modality=route))
+        windows = len(passes)
+        assert windows and passes == [4] * windows  # every window: the four branches together, once
+        passes.clear()
+        alone = dict(
+            predict_subsets(network, inferer, data, ModalityBatch(), single_modality=route, share_branches=False)
+        )
+    assert len(passes) == 15 * windows
+    assert list(shared) == list(alone) == nonempty_subsets(MODALITIES)
+    for subset in alone:
+        torch.testing.assert_close(shared[subset], alone[subset], rtol=1e-4, atol=1e-4)
+    # the route reaches the shared pass: FLAIR alone is its own branch's output on the branch route
+    flair = data["image"][:, 3:]
+    with torch.no_grad():
+        if route == "branch":
+            expected = inferer(flair, network.branches[3])
+        else:
+            expected = inferer(flair, network, modalities=["flair"], single_modality="fused")
+    torch.testing.assert_close(shared[("flair",)], expected, rtol=1e-4, atol=1e-4)
 
 
 class CountedMoves(torch.Tensor):
@@ -185,12 +236,14 @@ def test_predict_subsets_gives_the_route_to_one_modality_subsets_only():
         return net(image, **kwargs)
 
     with torch.no_grad():
-        predicted = dict(predict_subsets(network, inferer, data, ModalityBatch(), single_modality="branch"))
+        predicted = dict(
+            predict_subsets(network, inferer, data, ModalityBatch(), single_modality="branch", share_branches=False)
+        )
         torch.testing.assert_close(predicted[("flair",)], network.branches[3].eval()(data["image"][:, 3:]))
     assert [c.get("single_modality") for c in calls] == ["branch"] * 4 + [None] * 11
     calls.clear()
     with torch.no_grad():
-        list(predict_subsets(network, inferer, data, ModalityBatch()))
+        list(predict_subsets(network, inferer, data, ModalityBatch(), share_branches=False))
     assert not any("single_modality" in c for c in calls)  # networks without routes (ModalityUNet) still work
 
 
@@ -290,3 +343,10 @@ def test_mirroring_averages_flipped_predictions():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.testing.assert_close(MirroredInferer(SimpleInferer(), axes=[])(x, network), network(x))
+
+    def several(x):  # a network with a dict of outputs, as MAMLNet.subset_logits
+        return {"a": network(x), "b": -network(x)}
+
+    out = MirroredInferer(SimpleInferer(), axes=[0])(x, several)
+    torch.testing.assert_close(out["a"], expected)
+    torch.testing.assert_close(out["b"], -expected)

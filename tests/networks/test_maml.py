@@ -219,3 +219,32 @@ def test_an_unknown_single_modality_route_is_refused():
     with pytest.raises(ValueError, match="got 'mean'"):
         small().eval()(torch.randn(1, 1, 16, 16, 16), ["t1"], single_modality="mean")
 
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("fusion", ["ma", "mean"])
+@pytest.mark.parametrize("route", ["fused", "branch"])
+def test_subset_logits_are_each_subsets_own_forward(spatial_dims, fusion, route):
+    """Every subset from one pass of the branches equals the forward on that subset's channels alone; the given
+    modalities may be a subset in any order, and the subsets any order of them."""
+    net = small(spatial_dims, fusion=fusion).eval()
+    present = ["flair", "t1", "t2"]
+    x = torch.randn(2, 3, *(16,) * spatial_dims)
+    subsets = [*nonempty_subsets(present), ("t2", "flair")]
+    with torch.no_grad():
+        out = net.subset_logits(x, present, subsets, single_modality=route)
+        assert list(out) == subsets
+        for subset in subsets:
+            expected = net(x[:, [present.index(m) for m in subset]], subset, single_modality=route)
+            torch.testing.assert_close(out[subset], expected, rtol=1e-4, atol=1e-4)
+        assert list(net.subset_logits(torch.randn(1, 4, *(16,) * spatial_dims))) == nonempty_subsets(MODALITIES)
+
+
+def test_subset_logits_refuse_training_mode_and_subsets_of_absent_modalities():
+    net = small()
+    x = torch.randn(1, 2, 16, 16, 16)
+    with pytest.raises(RuntimeError, match="eval"):
+        net.train().subset_logits(x, ["t1", "t2"])
+    with pytest.raises(ValueError, match=r"modalities present.*unknown \['flair'\]"):
+        net.eval().subset_logits(x, ["t1", "t2"], [("t1", "flair")])
+    with pytest.raises(ValueError, match="2 channels but 3 modalities"):
+        net.eval().subset_logits(x, ["t1", "t2", "flair"])
