@@ -218,6 +218,23 @@ class MAMLNet(nn.Module):
             return list(range(len(self.modalities)))
         return [self.modalities.index(m) for m in check_modalities(modalities, self.modalities)]
 
+    def _decode(
+        self, x: torch.Tensor, modalities: Sequence[str] | None, single_modality: str | None
+    ) -> tuple[str, list[int], list[UNet], list[list[torch.Tensor]]]:
+        """The route, the present modalities' indices, their branches and decoder features (input checked)."""
+        route = self.single_modality if single_modality is None else _check_route(single_modality)
+        present = self.indices(modalities)
+        if x.shape[1] != len(present):
+            raise ValueError(
+                f"input has {x.shape[1]} channels but {len(present)} modalities are named "
+                f"({[self.modalities[i] for i in present]}); give one channel per present modality."
+            )
+        self.branches[0].size_rule.check(x.shape[2:])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        branches = [self.branches[m] for m in present]
+        return route, present, branches, decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)
+
     def forward(
         self, x: torch.Tensor, modalities: Sequence[str] | None = None, single_modality: str | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor | list[list[torch.Tensor]]]:
@@ -241,18 +258,7 @@ class MAMLNet(nn.Module):
             ValueError: if the modalities are not a subset of the network's, the channels do not match them, a
                 spatial size does not fit the U-Net, or ``single_modality`` is not a route.
         """
-        route = self.single_modality if single_modality is None else _check_route(single_modality)
-        present = self.indices(modalities)
-        if x.shape[1] != len(present):
-            raise ValueError(
-                f"input has {x.shape[1]} channels but {len(present)} modalities are named "
-                f"({[self.modalities[i] for i in present]}); give one channel per present modality."
-            )
-        self.branches[0].size_rule.check(x.shape[2:])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        branches = [self.branches[m] for m in present]
-        decoded = decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)
+        route, present, branches, decoded = self._decode(x, modalities, single_modality)
         if not self.training and len(present) == 1 and route == "branch":
             return branches[0].heads[-1](decoded[0][0]).contiguous()
         if self.fusion is None:
@@ -301,20 +307,10 @@ class MAMLNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("subset_logits is eval-mode inference; call network.eval() first.")
-        route = self.single_modality if single_modality is None else _check_route(single_modality)
-        present = self.indices(modalities)
-        if x.shape[1] != len(present):
-            raise ValueError(
-                f"input has {x.shape[1]} channels but {len(present)} modalities are named "
-                f"({[self.modalities[i] for i in present]}); give one channel per present modality."
-            )
+        route, present, branches, decoded = self._decode(x, modalities, single_modality)
         names = [self.modalities[i] for i in present]
         subsets = nonempty_subsets(names) if subsets is None else [tuple(s) for s in subsets]
-        self.branches[0].size_rule.check(x.shape[2:])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        branches = [self.branches[m] for m in present]
-        features = [levels[0] for levels in decode_branches(branches, list(x.split(1, 1)), group=self.group_branches)]
+        features = [levels[0] for levels in decoded]
         branch_logits: dict[int, torch.Tensor] = {}
 
         def own(position: int) -> torch.Tensor:  # a branch's full-resolution logits, made once when first needed
