@@ -31,14 +31,19 @@ class MirroredInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs):
         combos = [c for k in range(len(self.axes) + 1) for c in itertools.combinations(self.axes, k)]
+        if len(combos) == 1:  # no mirroring: the wrapped inferer's output as it is, no copy
+            return self.inferer(inputs, network, *args, **kwargs)
         total = None
-        for combo in combos:
+        # the unflipped pass last: the sum starts from a flipped output, always a new tensor, so adding in place
+        # never writes into what the network returned (which may be its input or a buffer it keeps)
+        for combo in combos[1:] + combos[:1]:
             dims = [a + 2 for a in combo]
             flipped = torch.flip(inputs, dims) if dims else inputs
             out = self.inferer(flipped, network, *args, **kwargs)
             out = _each(out, functools.partial(torch.flip, dims=dims)) if dims else out
-            total = out if total is None else _each(total, lambda t, o: t + o, out)
-        return _each(total, lambda t: t / len(combos))
+            # in place: one sum held beside each pass's output (a dict output holds one tensor per key)
+            total = out if total is None else _each(total, torch.Tensor.add_, out)
+        return _each(total, lambda t: t.div_(len(combos)))
 
 
 def _each(out, fn: Callable, other=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from ignite.engine import Events
@@ -121,13 +121,15 @@ def predict_subsets(
     ``inferer(image, network, modalities=[...])``. Gradients, the network's mode and the precision are the
     caller's to set, e.g. ``torch.no_grad()``, ``network.eval()`` and :func:`medguide.engines.precision.autocast`.
 
-    A network whose branches do not see each other (:meth:`medguide.networks.MAMLNet.subset_logits`) predicts
-    every subset from one pass of each modality's branch with ``share_branches`` (4 branch passes instead of 32
-    for BraTS's 15 subsets, the fusion head still once per subset; the same predictions to float rounding;
-    ``benchmarks/maml_speed.py --only_subsets`` measures it): the inferer then runs once, on the channels of
-    every modality the subsets name, and holds one prediction per subset at once (15 for BraTS: at 4 classes and
-    a 240 x 240 x 155 grid, about 2 GB in float32). Other networks, and ``share_branches=False``, predict one
-    subset at a time, when the iteration reaches it.
+    A network in eval mode whose branches do not see each other (:meth:`medguide.networks.MAMLNet.subset_logits`)
+    predicts the subsets from one pass of each modality's branch with ``share_branches``, when a modality is in two
+    or more of them (4 branch passes instead of 32 for BraTS's 15 subsets, the fusion head still once per subset;
+    the same predictions to float rounding; ``benchmarks/maml_speed.py --only_subsets`` measures it). The inferer
+    then runs once, on the channels of every modality the subsets name, and must pass the network's dict output
+    through (MONAI's ``SimpleInferer``, ``SlidingWindowInferer`` unbuffered, :class:`MirroredInferer`); it holds
+    one prediction per subset at once, on the inferer's output device (for BraTS's 15 at 4 classes on a 240 x 240 x
+    155 grid, about 2.1 GB in float32, plus the sliding window's per-key count maps). Other networks, and
+    ``share_branches=False``, predict one subset at a time, when the iteration reaches it.
 
     Example::
 
@@ -137,7 +139,8 @@ def predict_subsets(
 
     Args:
         network: the network, e.g. :class:`medguide.networks.MAMLNet`.
-        inferer: a MONAI inferer (or any callable taking ``(image, network, modalities=...)``).
+        inferer: a MONAI inferer (or any callable taking ``(image, network, modalities=...)`` and passing the
+            network's output through; for the shared pass also its other keywords and a dict output).
         batchdata: a collated batch holding ``prepare_batch``'s image and modality keys.
         prepare_batch: the batch preparation of the engine, whose keys it reads.
         subsets: the subsets to predict, each in any order of the batch's modalities; default every non-empty
@@ -152,19 +155,35 @@ def predict_subsets(
         ``(subset, prediction)``: the subset as a tuple, and the inferer's output for it.
 
     Raises:
-        ValueError: a subset names a modality the batch does not have.
+        ValueError: a subset names a modality the batch does not have, or the inferer dropped subsets of the shared
+            pass (e.g. MONAI's buffered sliding window keeps one output of a dict; give ``share_branches=False``).
     """
     names = batch_modalities(batchdata[prepare_batch.modality_key])
     subsets = nonempty_subsets(names) if subsets is None else [tuple(s) for s in subsets]
-    if share_branches and len(subsets) > 1 and hasattr(network, "subset_logits"):
-        named = {m for subset in subsets for m in subset}
+    named = {m for subset in subsets for m in subset}
+    module = getattr(network, "module", network)  # DDP wraps it; a no-grad inference may call it directly
+    # sharing pays only where a modality's branch would otherwise run for two or more subsets
+    if (
+        share_branches
+        and hasattr(module, "subset_logits")
+        and not module.training
+        and sum(map(len, subsets)) > len(named)
+    ):
         # every modality a subset names, in the batch's order (an unknown name is refused here, naming it)
         present = [m for m in names if m in named] + sorted(named - set(names))
         image, kwargs = prepare_batch.fixed(present).inputs(batchdata, device)
         if single_modality is not None:
             kwargs["single_modality"] = single_modality
-        predictions = inferer(image, network.subset_logits, subsets=subsets, **kwargs)
-        yield from ((subset, predictions[subset]) for subset in subsets)
+        predictions = inferer(image, module.subset_logits, subsets=subsets, **kwargs)
+        missing = [s for s in subsets if not isinstance(predictions, Mapping) or s not in predictions]
+        if missing:
+            raise ValueError(
+                f"{type(inferer).__name__} returned no prediction for the subsets {missing} of the shared branch pass "
+                "(it must pass a dict output through; MONAI's buffered sliding window keeps one key): give "
+                "share_branches=False."
+            )
+        for i, subset in enumerate(subsets):  # each freed once the caller is done with it (a repeated one at its last)
+            yield subset, predictions[subset] if subset in subsets[i + 1 :] else predictions.pop(subset)
         return
     for subset in subsets:
         image, kwargs = prepare_batch.fixed(subset).inputs(batchdata, device)
@@ -271,9 +290,9 @@ class SubsetEvaluator(Evaluator):
             reused = [(subsets.pop(), engine._forward[Keys.PRED])]
         network = engine.network
         with engine.mode(network), torch.no_grad(), engine.amp_context():
-            # every subset with the first route, the one-modality subsets again with each other route (each route's
-            # subsets from one branch pass where the network allows, else one prediction at a time); rows of two or
-            # more modalities come from the fusion head whatever the route
+            # every subset with the first route (one shared branch pass where the network allows), the one-modality
+            # subsets again with each other route (their branches alone); rows of two or more modalities come from
+            # the fusion head whatever the route
             predicted = (
                 (route if len(subset) == 1 else "fused", subset, pred)
                 for route in routes

@@ -285,8 +285,9 @@ class MAMLNet(nn.Module):
         normalisation), so a modality's branch features are the same in every subset that holds it: this runs the
         branches of the present modalities once and only the fusion head per subset, instead of ``sum_k k *
         C(M, k)`` branch passes (32 for four modalities; 4 here). Each subset's logits equal ``forward`` on that
-        subset's channels alone, to float rounding. A MONAI inferer stitches the returned dict key by key, e.g.
-        ``SlidingWindowInferer()(x, net.subset_logits, modalities=names)``.
+        subset's channels alone, to float rounding. MONAI's ``SlidingWindowInferer`` stitches the returned dict key
+        by key (unbuffered; its ``buffer_steps`` mode keeps the first key only), e.g.
+        ``SlidingWindowInferer((128, 128, 128))(x, net.subset_logits, modalities=names)``.
 
         Args:
             x: ``[B, k, *spatial]``, one channel per present modality in the order of ``modalities``, as for
@@ -320,7 +321,7 @@ class MAMLNet(nn.Module):
 
         out = {}
         for subset in subsets:
-            # the subset's modalities in the network's order, as forward sees them
+            # the subset's modalities in the order given (the fusion's sum does not depend on it)
             positions = sorted(names.index(m) for m in check_modalities(subset, names, "the modalities present"))
             if len(positions) == 1 and (route == "branch" or self.fusion is None):
                 out[subset] = own(positions[0])

@@ -99,7 +99,7 @@ def test_predict_subsets_infers_every_subset_through_the_batch_preparation():
             torch.testing.assert_close(pred, expected, rtol=1e-4, atol=1e-4)
         ((subset, pred),) = predict_subsets(network, SimpleInferer(), data, prepare, [("flair", "t1")])
         torch.testing.assert_close(pred, network(data["img"][:, [3, 0]], modalities=["flair", "t1"]))
-    for subsets in ([("dwi",)], [("t1",), ("dwi", "t2")]):  # alone and among others (the shared pass)
+    for subsets in ([("dwi",)], [("t1",), ("t1", "dwi")]):  # alone and in a shared pass
         with pytest.raises(ValueError, match=r"asked for.*unknown \['dwi'\]"):
             next(predict_subsets(network, SimpleInferer(), data, prepare, subsets))
 
@@ -243,7 +243,7 @@ def test_predict_subsets_gives_the_route_to_one_modality_subsets_only():
     assert [c.get("single_modality") for c in calls] == ["branch"] * 4 + [None] * 11
     calls.clear()
     with torch.no_grad():
-        list(predict_subsets(network, inferer, data, ModalityBatch(), share_branches=False))
+        list(predict_subsets(network, inferer, data, ModalityBatch()))
     assert not any("single_modality" in c for c in calls)  # networks without routes (ModalityUNet) still work
 
 
@@ -332,6 +332,40 @@ def test_gradient_clipping_bounds_the_update():
     assert trainer.state.output["loss"].dtype == torch.float32
 
 
+def test_subsets_share_a_branch_pass_only_where_a_branch_would_run_twice(monkeypatch):
+    """One-modality subsets (the branch-route rows) run each branch once anyway: no shared pass, which would only
+    hold every prediction at once; a network in training mode is not given the eval-only shared pass either."""
+    network, data = tiny_network(), batch(1)
+    passes = counted_branch_passes(monkeypatch)
+    singles = [(m,) for m in MODALITIES]
+    with torch.no_grad():
+        assert [s for s, _ in predict_subsets(network, SimpleInferer(), data, ModalityBatch(), singles)] == singles
+        assert passes == [1, 1, 1, 1]
+        passes.clear()
+        list(predict_subsets(network, SimpleInferer(), data, ModalityBatch(), [("t1",), ("t1", "t2")]))
+        assert passes == [2]
+        passes.clear()
+        network.train()
+        list(predict_subsets(network, SimpleInferer(), data, ModalityBatch(), [("t1",), ("t1", "t2")]))
+        assert passes == [1, 2]
+
+
+def test_an_inferer_that_drops_subsets_of_the_shared_pass_is_named():
+    """MONAI's buffered sliding window keeps only the first key of a dict output; the subsets it drops are named,
+    with the way out, instead of a KeyError."""
+    from monai.inferers import SlidingWindowInferer
+
+    network, data = tiny_network(), batch(1)
+    buffered = SlidingWindowInferer((16, 16, 16), buffer_steps=1)
+    with (
+        torch.no_grad(),
+        pytest.raises(ValueError, match=r"SlidingWindowInferer returned no prediction.*share_branches=False"),
+    ):
+        list(predict_subsets(network, buffered, data, ModalityBatch()))
+    with torch.no_grad():
+        assert len(list(predict_subsets(network, buffered, data, ModalityBatch(), share_branches=False))) == 15
+
+
 def test_mirroring_averages_flipped_predictions():
     def network(x):  # not flip-invariant: depends on position along the first spatial axis
         return x * torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1)
@@ -350,3 +384,7 @@ def test_mirroring_averages_flipped_predictions():
     out = MirroredInferer(SimpleInferer(), axes=[0])(x, several)
     torch.testing.assert_close(out["a"], expected)
     torch.testing.assert_close(out["b"], -expected)
+    # the sum is kept in place, never in what the network returned: here its own input
+    kept = x.clone()
+    torch.testing.assert_close(MirroredInferer(SimpleInferer(), axes=[0, 1])(x, lambda t: t), x)
+    torch.testing.assert_close(x, kept)
