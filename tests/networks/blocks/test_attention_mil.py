@@ -48,7 +48,11 @@ def test_padded_instances_get_zero_attention_and_change_nothing_even_when_nan():
 def test_training_mode_gives_gradient_to_every_parameter():
     pool = small().train()
     pool(torch.randn(2, 4, 8)).sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pool.parameters())
+    # attention_c's bias adds one constant to every score of a bag, which the softmax over the bag cancels: its
+    # gradient is zero in exact arithmetic (rounding left ~1e-9 on some CPUs, exactly 0 on an AMD EPYC)
+    shift_only = {"attention_c.bias"}
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in pool.named_parameters() if n not in shift_only)
+    assert pool.attention_c.bias.grad.abs().max() < 1e-6
 
 
 def test_empty_bags_are_refused_by_name():
