@@ -242,16 +242,14 @@ def main() -> None:
     if args._memory:
         _memory_child(args)
         return
+    results = {"device": args.device, "cpu": cpu_name(), "input": [args.batch, 4] + [args.size] * 3}
     if args.only_subsets:
         net, _ = build(args)
         x = torch.randn(args.batch, len(MODALITIES), *([args.size] * 3), device=args.device)
-        results = {"device": args.device, "cpu": cpu_name(), "input": list(x.shape)}
         results["every_subset_inference"] = every_subset(args, net, {"image": x, "modalities": list(MODALITIES)})
-        print(json.dumps(results, indent=2))
-        return
-    results = {"device": args.device, "cpu": cpu_name(), "input": [args.batch, 4] + [args.size] * 3}
-    results.update(compare(args))
-    results["peak_memory_train_step_MiB"] = {v: round(peak_memory(args, v), 1) for v in ("plain", "medguide")}
+    else:
+        results.update(compare(args))
+        results["peak_memory_train_step_MiB"] = {v: round(peak_memory(args, v), 1) for v in ("plain", "medguide")}
     print(json.dumps(results, indent=2))
 
 
