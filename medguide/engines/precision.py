@@ -18,9 +18,23 @@ __all__ = ["PRECISIONS", "AutocastCall", "EnginePrecision", "autocast", "engine_
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 
 
-def _cpu_has_fast_bfloat16() -> bool:
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux
+        return set()
+
+
+def _cpu_bfloat16() -> str:
+    """``"amx"``: native bfloat16 with AMX tiles (trusted for training); ``"avx512"``: native bfloat16 from AVX512-BF16
+    alone; ``"none"``: emulated, tens of times slower than float32."""
     # oneDNN reports bf16 support only where the CPU has native instructions (AVX512-BF16 or AMX)
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return "none"
+    flags = _cpu_flags()
+    amx = "amx_bf16" in flags if flags else bool(getattr(torch._C._cpu, "_init_amx", lambda: False)())
+    return "amx" if amx else "avx512"
 
 
 def _gpu_has_native_bfloat16(device: str | torch.device) -> bool:
@@ -34,9 +48,14 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
     """The autocast dtype that ``precision`` means on ``device``; ``None`` means plain float32.
 
     ``"float32"`` is exact float32 on every device (no autocast). ``"auto"`` is float16 on CUDA and bfloat16 on
-    CPUs with native bfloat16, float32 elsewhere. A precision the device cannot run fast (float16 on CPU, bfloat16
-    on a CPU without native support or on a GPU of compute capability below 8, before Ampere) falls back to float32
-    with a warning.
+    CPUs with AMX (Intel Sapphire Rapids and later), float32 elsewhere. A precision the device cannot run fast
+    (float16 on CPU, bfloat16 on a CPU without native support or on a GPU of compute capability below 8, before
+    Ampere) falls back to float32 with a warning.
+
+    CPUs with AVX512-BF16 but no AMX (e.g. AMD EPYC Zen 4) run bfloat16 natively, and ``"bfloat16"`` runs there,
+    with a warning, but ``"auto"`` gives float32: on such a CPU (torch 2.13.0+cpu) the bfloat16 autocast backward of
+    a small channels-last 3D convolution gave non-finite gradients intermittently (in 1 to 11 steps in 100
+    in our runs; ``tests/engines/test_precision.py`` has the reproducer); its forward was not affected.
 
     Example:
         >>> resolve_precision("float32", "cuda") is None
@@ -61,8 +80,19 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
             return torch.float16
         if _gpu_has_native_bfloat16(device):
             return torch.bfloat16
-    elif kind == "cpu" and precision in ("auto", "bfloat16") and _cpu_has_fast_bfloat16():
-        return torch.bfloat16
+    elif kind == "cpu" and precision in ("auto", "bfloat16"):
+        native = _cpu_bfloat16()
+        if native == "amx":
+            return torch.bfloat16
+        if native == "avx512" and precision == "bfloat16":
+            warnings.warn(
+                "bfloat16 on a CPU without AMX: its convolution gradients were intermittently non-finite on such a "
+                "CPU (AVX512-BF16 alone); prefer precision 'float32' for training ('auto' gives float32 here).",
+                stacklevel=1,
+            )
+            return torch.bfloat16
+        if precision == "auto":
+            return None
     elif precision == "auto":
         return None
     # stacklevel 1: the engine, the memory check and the report resolve the same setting; said once per process

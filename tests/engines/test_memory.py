@@ -153,7 +153,7 @@ def test_check_does_not_swallow_other_errors():
 
 @linux
 def test_check_estimates_in_the_engines_precision_and_for_inference(monkeypatch):
-    monkeypatch.setattr(precision, "_cpu_has_fast_bfloat16", lambda: True)  # the setting resolves as on such a CPU
+    monkeypatch.setattr(precision, "_cpu_bfloat16", lambda: "amx")  # the setting resolves as on such a CPU
     engine = Engine(tiny(), precision="auto")
     with pytest.raises(SystemExit, match=r"training needs .* on cpu, bfloat16\), but"):
         MemoryCheck([64] * 3, 2, 2, [16] * 3, KWARGS, limit=1e-6)(engine)

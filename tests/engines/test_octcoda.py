@@ -196,7 +196,7 @@ def test_the_student_is_validated_and_selected_from_fundus_alone(data, paired_lo
 
 
 def test_bfloat16_runs_on_the_cpu(paired_loader, teacher_pt, monkeypatch):
-    monkeypatch.setattr(precision_module, "_cpu_has_fast_bfloat16", lambda: True)
+    monkeypatch.setattr(precision_module, "_cpu_bfloat16", lambda: "amx")
     run = distil(paired_loader, teacher_pt, OCTCoDALoss(gate=False), precision="bfloat16")
     for output in run["outputs"]:
         assert output[0]["pred"].dtype == torch.bfloat16  # the forwards autocast

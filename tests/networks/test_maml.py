@@ -125,8 +125,8 @@ def test_mean_fusion_is_the_mean_of_branch_logits():
 
 NATIVE_BF16 = pytest.mark.skipif(
     not resolve_precision("auto", "cpu"),
-    reason="this CPU has no native bfloat16, so medguide never trains under CPU bfloat16 autocast here (precision "
-    "falls back to float32); emulated bfloat16 gives other gradient strides",
+    reason="precision 'auto' is float32 on this CPU (no AMX), so medguide's default never trains under CPU bfloat16 "
+    "autocast here; emulated bfloat16 gives other gradient strides",
 )
 
 
