@@ -28,8 +28,9 @@ missing-modality papers report it; every sequence alone along the fusion head (`
 prefers; training times. Runs already trained in ``work_dir`` are reused (their training time is kept beside them).
 
 ``--mode precision`` trains the bundle's MAML in bfloat16 autocast and in float32 with the same seeds and prints the
-wall time of each training and its final test Dice (issue 12: bfloat16 becomes the CPU default only if its Dice is
-within the seed spread).
+wall time of each training and its final test Dice (issue 12: bfloat16 stays the default of CPUs with AMX only if
+its Dice is within the seed spread; on other CPUs ``auto`` is float32, see
+:func:`medguide.engines.precision.resolve_precision`).
 
     python benchmarks/maml_synthetic.py --bundle maml_brats_mri_segmentation --work_dir /tmp/maml-bench
     python benchmarks/maml_synthetic.py --mode precision --work_dir /tmp/maml-precision
@@ -61,7 +62,8 @@ from medguide.networks import complexity, equal_parameter_width
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = ("fused", "branch")
 # half of cpu_scale.json's 20 x 25 iterations, so that ten models x three seeds fit 90 minutes on 2 cores (measured
-# 2026-12-01 on the 64 x 76 x 64 volumes: 85 min 44 s on an idle 2-core Xeon with AMX, bfloat16)
+# 2026-12-01 on the 64 x 76 x 64 volumes: 85 min 44 s on an idle 2-core Xeon with AMX, bfloat16; a CPU without AMX
+# trains in float32 and takes longer)
 ABLATION_SCHEDULE = {"max_epochs": 10, "val_interval": 2}
 
 Scores = dict[tuple[str, str | None], list[float]]

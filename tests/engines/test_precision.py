@@ -75,24 +75,34 @@ def test_without_native_bfloat16_auto_is_float32_and_bfloat16_warns(monkeypatch)
 def test_without_amx_auto_is_float32_and_bfloat16_runs_with_a_warning(monkeypatch):
     monkeypatch.setattr(precision_module, "_cpu_bfloat16", lambda: "avx512")
     assert resolve_precision("auto", "cpu") is None
-    with pytest.warns(UserWarning, match="bfloat16 on a CPU without AMX"):
+    with pytest.warns(UserWarning, match="bfloat16 on a CPU with AVX512-BF16 but no AMX"):
         assert resolve_precision("bfloat16", "cpu") is torch.bfloat16
 
 
 @pytest.mark.parametrize(
-    ("flags", "native"), [({"avx512_bf16", "amx_bf16", "amx_tile"}, "amx"), ({"avx512_bf16", "avx512f"}, "avx512")]
+    ("amx_tiles", "amx_granted", "avx512_bf16", "native"),
+    [
+        (True, True, True, "amx"),
+        (True, False, True, "avx512"),  # AMX the operating system does not grant (an old kernel) is not used
+        (False, False, True, "avx512"),
+        (False, False, False, "none"),  # AVX512 without BF16 instructions, where oneDNN still says bf16 is supported
+    ],
 )
-def test_amx_is_read_from_the_cpu_flags(monkeypatch, flags, native):
+def test_native_bfloat16_is_read_from_the_cpus_instructions(monkeypatch, amx_tiles, amx_granted, avx512_bf16, native):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    monkeypatch.setattr(precision_module, "_cpu_flags", lambda: flags)
-    assert precision_module._cpu_bfloat16() == native
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx_tiles)
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: amx_granted)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert precision_module._cpu_bfloat16.__wrapped__() == native
 
 
 def test_auto_precision_trains_a_small_3d_densenet_with_finite_gradients():
     """On an AMD EPYC with AVX512-BF16 and no AMX (torch 2.13.0+cpu), bfloat16 autocast gave non-finite gradients
-    of denseblock2's 3x3x3 convolution (2x2x2 voxels, 16 -> 4 channels, channels-last) in 34 of 300 steps of this
-    network, and the DMG bundle's tiny MRI classifier ended with NaN weights; ``auto`` is float32 there now. Where
-    ``auto`` is bfloat16 (AMX) or float32 every step must have finite gradients."""
+    of denseblock2's 3x3x3 convolution (2x2x2 voxels, 16 -> 4 channels) in 34 of 300 steps of this network, and the
+    DMG bundle's tiny MRI classifier ended with NaN weights; this test failed there with ``auto`` forced to
+    bfloat16. ``auto`` is float32 on such CPUs now; where it is bfloat16 (AMX) or float32, every step must have
+    finite gradients."""
     from medguide.networks import image_encoder
 
     torch.manual_seed(0)
