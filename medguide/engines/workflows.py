@@ -12,7 +12,7 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.inferers import SimpleInferer
 
-from medguide.engines.precision import PRECISIONS, AutocastCall, engine_precision
+from medguide.engines.precision import PRECISIONS, AutocastCall, engine_precision, resolve_precision
 
 __all__ = ["Evaluator", "Trainer", "trained_network"]
 
@@ -40,11 +40,16 @@ def _engine_arguments(engine: str, precision: str, device: str | torch.device, i
 
 
 class Trainer(SupervisedTrainer):
-    """MONAI's ``SupervisedTrainer`` plus gradient-norm clipping and one precision setting.
+    """MONAI's ``SupervisedTrainer`` plus gradient-norm clipping, one precision setting and a stop at non-finite
+    gradients.
 
     ``precision`` is handed to MONAI through its own ``amp`` and ``amp_kwargs`` arguments on CUDA (float16 with
     loss scaling by a GradScaler, bfloat16 without) and runs the forward under ``torch.autocast`` on the CPU;
     ``"float32"`` is exact float32 everywhere. The arguments after ``device`` are keywords, as a config gives them.
+
+    A step whose gradients hold a NaN or an infinity is not taken: the run stops with ``FloatingPointError`` naming
+    the epoch, the iteration and the parameters, so that no checkpoint is written from weights it would have
+    spoiled (float16 with loss scaling is exempt: its GradScaler skips such steps by design).
 
     Example::
 
@@ -56,12 +61,14 @@ class Trainer(SupervisedTrainer):
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``, as
             :func:`medguide.engines.precision.resolve_precision` resolves it on ``device``.
         grad_clip: clip the gradients' global L2 norm to this value after the backward (None: no clipping).
+        check_finite: stop at non-finite gradients (above); one norm over the gradients per step.
         inferer: as for ``SupervisedTrainer`` (default ``SimpleInferer``).
         kwargs: as for ``SupervisedTrainer``, without ``amp`` and ``amp_kwargs``.
 
     Raises:
         TypeError: for ``amp`` or ``amp_kwargs``: ``precision`` sets them.
         ValueError: for a ``precision`` not listed above.
+        FloatingPointError: while running, at a step with non-finite gradients (``check_finite``).
     """
 
     def __init__(
@@ -70,12 +77,15 @@ class Trainer(SupervisedTrainer):
         *,
         precision: str = "float32",
         grad_clip: float | None = None,
+        check_finite: bool = True,
         inferer=None,
         **kwargs,
     ) -> None:
         super().__init__(device=device, **_engine_arguments("Trainer", precision, device, inferer, kwargs), **kwargs)
         self.precision = precision
         self.grad_clip = grad_clip
+        if check_finite:  # before the clipping, which would spread one non-finite gradient to all
+            self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._check_finite)
         if grad_clip is not None:
             self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip)
         if self.amp and self.amp_kwargs["dtype"] != torch.float16:
@@ -85,6 +95,21 @@ class Trainer(SupervisedTrainer):
         # MONAI's run() makes a float16 GradScaler whenever amp is on, and autocasts only while it has a scaler;
         # bfloat16 keeps float32's exponent range, so it gets a scaler that passes the loss and the step through
         engine.scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+    def _check_finite(self, engine: Trainer) -> None:
+        if engine.amp and engine.amp_kwargs["dtype"] == torch.float16:
+            return  # float16: the GradScaler skips steps with inf/NaN gradients and lowers its scale
+        grads = [p.grad for p in engine.network.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            return
+        bad = [n for n, p in engine.network.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        dtype = resolve_precision(engine.precision, engine.state.device)
+        raise FloatingPointError(
+            f"non-finite gradients at epoch {engine.state.epoch}, iteration {engine.state.iteration} "
+            f"(precision {engine.precision!r}, computed in {dtype or torch.float32}) in {len(bad)} parameter(s), "
+            f"first {bad[:3]}; the step was not taken. Try precision 'float32', a lower learning rate or "
+            "gradient clipping (grad_clip)."
+        )
 
     def _clip(self, engine: Trainer) -> None:
         if engine.scaler is not None and engine.amp:

@@ -300,3 +300,38 @@ def test_on_a_gpu_every_forward_runs_in_the_precision(precision, dtype):
     assert forwards == [dtype] * 2
     assert (train.scaler is not None and train.scaler.is_enabled()) == (precision == "float16")
     assert network.conv.weight.grad.dtype == torch.float32
+
+
+class NaNAtSecondStep(torch.nn.Module):
+    """A 1x1x1 convolution whose second forward multiplies by NaN: the loss and every gradient go non-finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x) * (float("nan") if self.calls == 2 else 1.0)
+
+
+@pytest.mark.parametrize("grad_clip", [None, 12.0])
+def test_non_finite_gradients_stop_the_run_before_the_step_naming_the_iteration(grad_clip):
+    network = NaNAtSecondStep()
+    engine = trainer(network, grad_clip=grad_clip)
+    weights = {}  # after the last step taken
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def keep(_):
+        weights.update({name: value.clone() for name, value in network.state_dict().items()})
+
+    with pytest.raises(FloatingPointError, match=r"non-finite gradients at epoch 1, iteration 2 .*'conv.weight'"):
+        engine.run()
+    assert all(torch.isfinite(w).all() for w in network.state_dict().values())
+    assert all(torch.equal(network.state_dict()[k], w) for k, w in weights.items())  # step 2 was not taken
+
+
+def test_the_stop_at_non_finite_gradients_can_be_turned_off():
+    network = NaNAtSecondStep()
+    trainer(network, check_finite=False).run()
+    assert not torch.isfinite(network.conv.weight).all()
