@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import warnings
 from typing import NamedTuple
 
@@ -21,16 +22,18 @@ PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 
 @functools.cache
 def _cpu_bfloat16() -> str:
-    """``"amx"``: native bfloat16 with usable AMX tiles (trusted for training); ``"avx512"``: native bfloat16 from
-    AVX512-BF16 alone; ``"none"``: no native bfloat16 on an x86 CPU (emulated, tens of times slower than float32), or
-    not x86."""
-    # oneDNN's own check (also yes on AVX512 CPUs without BF16 instructions); then the instructions themselves, and
-    # AMX only where the operating system grants its tiles (torch asks, as oneDNN does before using them)
+    """``"amx"``: native bfloat16 with usable AMX tiles (trusted for training); ``"native"``: native bfloat16 without
+    AMX (AVX512-BF16 alone, or a non-x86 CPU that oneDNN runs bfloat16 on); ``"none"``: emulated, tens of times
+    slower than float32."""
+    # oneDNN's own check; on x86 it also says yes for AVX512 without BF16 instructions, so those are asked for too,
+    # and AMX counts only where the operating system grants its tiles (torch asks, as oneDNN does before using them)
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return "none"
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "native"
     if torch.cpu._is_amx_tile_supported() and torch.cpu._init_amx():
         return "amx"
-    return "avx512" if torch.cpu._is_avx512_bf16_supported() else "none"
+    return "native" if torch.cpu._is_avx512_bf16_supported() else "none"
 
 
 def _gpu_has_native_bfloat16(device: str | torch.device) -> bool:
@@ -48,10 +51,11 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
     (float16 on CPU, bfloat16 on a CPU without native support or on a GPU of compute capability below 8, before
     Ampere) falls back to float32 with a warning.
 
-    CPUs with AVX512-BF16 but no AMX (e.g. AMD EPYC Zen 4) run bfloat16 natively, and ``"bfloat16"`` runs there,
-    with a warning, but ``"auto"`` gives float32: on such a CPU (torch 2.13.0+cpu) the bfloat16 autocast backward of
-    small 3D convolutions gave non-finite gradients intermittently (in 1 to 11 steps in 100 in our runs); their
-    forward was not affected. AMX CPUs ran every test and benchmark clean in bfloat16.
+    CPUs with AVX512-BF16 but no AMX (e.g. AMD EPYC Zen 4), and non-x86 CPUs with native bfloat16, run bfloat16
+    natively, and ``"bfloat16"`` runs there, with a warning, but ``"auto"`` gives float32: on an AVX512-BF16 CPU
+    (torch 2.13.0+cpu) the bfloat16 autocast backward of small 3D convolutions gave non-finite gradients
+    intermittently (in 1 to 11 steps in 100 in our runs); their forward was not affected. AMX CPUs ran every test
+    and benchmark clean in bfloat16.
 
     Example:
         >>> resolve_precision("float32", "cuda") is None
@@ -80,11 +84,11 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
         native = _cpu_bfloat16()
         if native == "amx":
             return torch.bfloat16
-        if native == "avx512" and precision == "bfloat16":
+        if native == "native" and precision == "bfloat16":
             warnings.warn(
-                "bfloat16 on a CPU with AVX512-BF16 but no AMX: training gradients of 3D convolutions were "
-                "intermittently non-finite on such a CPU (inference was not affected); prefer precision 'float32' "
-                "for training ('auto' gives float32 here).",
+                "bfloat16 on a CPU without AMX: on one with AVX512-BF16 alone, training gradients of 3D convolutions "
+                "were intermittently non-finite (inference was not affected); prefer precision 'float32' for "
+                "training ('auto' gives float32 here).",
                 stacklevel=1,
             )
             return torch.bfloat16

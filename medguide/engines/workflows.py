@@ -12,7 +12,7 @@ from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.inferers import SimpleInferer
 
-from medguide.engines.precision import PRECISIONS, AutocastCall, engine_precision, resolve_precision
+from medguide.engines.precision import PRECISIONS, AutocastCall, engine_precision
 
 __all__ = ["Evaluator", "Trainer", "trained_network"]
 
@@ -47,9 +47,10 @@ class Trainer(SupervisedTrainer):
     loss scaling by a GradScaler, bfloat16 without) and runs the forward under ``torch.autocast`` on the CPU;
     ``"float32"`` is exact float32 everywhere. The arguments after ``device`` are keywords, as a config gives them.
 
-    A step whose gradients hold a NaN or an infinity is not taken: the run stops with ``FloatingPointError`` naming
-    the epoch, the iteration and the parameters, so that no checkpoint is written from weights it would have
-    spoiled (float16 with loss scaling is exempt: its GradScaler skips such steps by design).
+    A step whose gradients hold a NaN or an infinity (in any parameter the optimizer steps) is not taken: the run
+    stops with ``FloatingPointError`` naming the epoch, the iteration and the parameters, before the step could
+    spoil the weights that later checkpoints save (float16 with loss scaling is exempt: its GradScaler skips such
+    steps by design).
 
     Example::
 
@@ -61,7 +62,8 @@ class Trainer(SupervisedTrainer):
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``, as
             :func:`medguide.engines.precision.resolve_precision` resolves it on ``device``.
         grad_clip: clip the gradients' global L2 norm to this value after the backward (None: no clipping).
-        check_finite: stop at non-finite gradients (above); one norm over the gradients per step.
+        check_finite: stop at non-finite gradients (above); one max-norm over the gradients per step (one
+            device synchronisation on CUDA).
         inferer: as for ``SupervisedTrainer`` (default ``SimpleInferer``).
         kwargs: as for ``SupervisedTrainer``, without ``amp`` and ``amp_kwargs``.
 
@@ -99,16 +101,25 @@ class Trainer(SupervisedTrainer):
     def _check_finite(self, engine: Trainer) -> None:
         if engine.amp and engine.amp_kwargs["dtype"] == torch.float16:
             return  # float16: the GradScaler skips steps with inf/NaN gradients and lowers its scale
-        grads = [p.grad for p in engine.network.parameters() if p.grad is not None]
-        if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        # every parameter the optimizer steps: the network's and any trained beside it (xattn's report guidance)
+        stepped = [p for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # the largest |gradient| is finite exactly when every gradient is (an L2 norm can overflow on finite ones)
+        if not stepped or torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in stepped], float("inf"))):
             return
-        bad = [n for n, p in engine.network.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
-        dtype = resolve_precision(engine.precision, engine.state.device)
+        names = {id(p): name for name, p in engine.network.named_parameters()}
+        bad = [
+            names.get(id(p), f"a parameter outside the network, shape {list(p.shape)}")
+            for p in stepped
+            if not p.grad.isfinite().all()
+        ]
+        dtype = engine.amp_kwargs["dtype"] if engine.amp else getattr(engine.inferer, "dtype", None)
+        hints = (["precision 'float32'"] if dtype is not None else []) + ["a lower learning rate"]
+        hints += ["gradient clipping (grad_clip)"] if engine.grad_clip is None else []
         raise FloatingPointError(
-            f"non-finite gradients at epoch {engine.state.epoch}, iteration {engine.state.iteration} "
-            f"(precision {engine.precision!r}, computed in {dtype or torch.float32}) in {len(bad)} parameter(s), "
-            f"first {bad[:3]}; the step was not taken. Try precision 'float32', a lower learning rate or "
-            "gradient clipping (grad_clip)."
+            f"non-finite gradients at epoch {engine.state.epoch}, iteration {engine.state.iteration} of the run "
+            f"(forward in {dtype or torch.float32}) in {len(bad)} parameter(s), first {bad[:3]}; the step was not "
+            f"taken, so the weights are those of the step before. Try {' or '.join(hints)}; check_finite=False "
+            "lets such steps through."
         )
 
     def _clip(self, engine: Trainer) -> None:
