@@ -92,9 +92,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
                 stacklevel=1,
             )
             return torch.bfloat16
-        if precision == "auto":
-            return None
-    elif precision == "auto":
+    if precision == "auto":  # float32 wherever no reduced precision is trusted above
         return None
     # stacklevel 1: the engine, the memory check and the report resolve the same setting; said once per process
     warnings.warn(f"precision {precision!r} is not supported on this {kind} device; running in float32.", stacklevel=1)
